@@ -1,0 +1,1 @@
+"""CKE in Python: the pure decision core. Import values and functions from here."""
