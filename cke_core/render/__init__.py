@@ -1,0 +1,1 @@
+"""What CKE would run and write on each node, rendered from the spec (§C.3, §C.4, §I)."""
