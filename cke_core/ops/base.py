@@ -28,9 +28,17 @@ import attrs
 
 @attrs.frozen
 class Command:
-    """A command as data. ``name`` is CKE's ``command.name``; ``target`` its target."""
+    """A command as data. ``name`` is CKE's ``command.name``; ``target`` its target.
 
-    name: ClassVar[str] = ""
+    Subclasses set ``NAME``; a command whose name depends on its data overrides
+    the ``name`` property instead.
+    """
+
+    NAME: ClassVar[str] = ""
+
+    @property
+    def name(self) -> str:
+        return self.NAME
 
     @property
     def target(self) -> str:
@@ -52,11 +60,19 @@ SUCCESS = CommandResult()
 
 @attrs.frozen
 class Operation:
-    """Base of all operations: ``name`` and ``targets`` as CKE records them."""
+    """Base of all operations: ``name`` and ``targets`` as CKE records them.
 
-    name: ClassVar[str] = ""
+    Subclasses set ``NAME``; an operation whose name depends on its data (the
+    endpoints ops, the stop-* ops) overrides the ``name`` property instead.
+    """
+
+    NAME: ClassVar[str] = ""
     #: True for CKE's InfoOperators, whose per-node failures go to ``info``.
     tolerates_failures: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return self.NAME
 
     @property
     def targets(self) -> tuple[str, ...]:
