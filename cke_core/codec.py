@@ -21,7 +21,11 @@ semantic validation over everything that was well formed.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
+import enum
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -38,9 +42,10 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from cke_core.fields import wire_name
+from cke_core.fields import INT_AS_STRING, wire_name
 from cke_core.frozen import FrozenDict, freeze
 from cke_core.problems import Problem, is_under, join_path, key_path
+from cke_core.timefmt import format_rfc3339, parse_rfc3339, to_utc
 
 T = TypeVar("T")
 
@@ -94,7 +99,67 @@ def _structure_int(value: Any, _: Any) -> int:
 
 
 def _structure_any(value: Any, _: Any) -> Any:
+    """Free-form data (a partial Kubernetes configuration): JSON values only.
+
+    YAML can also give dates, binary, sets and non-string keys, which Kubernetes'
+    JSON documents cannot hold (and which ``-o json`` could not print).
+    """
+    _check_json_value(value, "")
     return freeze(value)
+
+
+def _check_json_value(value: Any, where: str) -> None:
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float) and math.isfinite(value):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NotJSON(f"a key {describe(key)}", where)
+            _check_json_value(item, f"{where}.{key}")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{where}[{index}]")
+        return
+    raise _NotJSON(describe(value), where)
+
+
+class _NotJSON(TypeError):
+    def __init__(self, found: str, where: str) -> None:
+        at = f" at {where.lstrip('.')}" if where else ""
+        super().__init__(f"expected JSON data, got {found}{at} (quote it if it is text)")
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        return to_utc(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected an RFC 3339 time string, got {describe(value)}")
+    return parse_rfc3339(value)
+
+
+def _structure_str_enum(value: Any, cl: type[enum.StrEnum]) -> enum.StrEnum:
+    choices = ", ".join(member.value for member in cl)
+    if isinstance(value, str):
+        try:
+            return cl(value)
+        except ValueError:
+            raise ValueError(f"expected one of {choices}, got {value!r}") from None
+    raise TypeError(f"expected one of {choices}, got {describe(value)}")
+
+
+_DECIMAL = re.compile(r"[0-9]+\Z")
+
+
+def _structure_int_as_string(value: Any, _: Any) -> int:
+    if isinstance(value, str) and _DECIMAL.match(value):
+        return int(value)
+    raise ValueError(
+        f'expected a decimal integer in a string (as CKE writes "index": "12"), '
+        f"got {describe(value)}"
+    )
 
 
 def _is_homogeneous_tuple(t: Any) -> bool:
@@ -131,6 +196,11 @@ def make_converter() -> Converter:
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(typing.Any, _structure_any)
+    # StrEnum subclasses str: without its own hook the str hook would accept any value.
+    conv.register_structure_hook(enum.StrEnum, _structure_str_enum)
+    conv.register_unstructure_hook(enum.StrEnum, lambda value: str(value.value))
+    conv.register_structure_hook(datetime.datetime, _structure_datetime)
+    conv.register_unstructure_hook(datetime.datetime, format_rfc3339)
 
     def structure_tuple(value: Any, t: Any) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple):
@@ -169,9 +239,12 @@ def make_converter() -> Converter:
     def attrs_structure_factory(cl: Any) -> Callable[[Any, Any], Any]:
         attrs.resolve_types(cl)
         overrides = {
-            a.name: override(rename=wire_name(a))
+            a.name: override(
+                rename=wire_name(a),
+                struct_hook=_structure_int_as_string if a.metadata.get(INT_AS_STRING) else None,
+            )
             for a in attrs.fields(cl)
-            if wire_name(a) != a.name
+            if wire_name(a) != a.name or a.metadata.get(INT_AS_STRING)
         }
         generated = make_dict_structure_fn(
             cl,
@@ -189,14 +262,16 @@ def make_converter() -> Converter:
         return structure
 
     def attrs_unstructure_factory(cl: Any) -> Callable[[Any], dict[str, Any]]:
-        names = [(a.name, wire_name(a)) for a in attrs.fields(cl)]
+        names = [
+            (a.name, wire_name(a), bool(a.metadata.get(INT_AS_STRING))) for a in attrs.fields(cl)
+        ]
 
         def unstructure(obj: Any) -> dict[str, Any]:
             out: dict[str, Any] = {}
-            for name, key in names:
+            for name, key, as_string in names:
                 value = getattr(obj, name)
                 if value is not None:
-                    out[key] = conv.unstructure(value)
+                    out[key] = str(value) if as_string else conv.unstructure(value)
             return out
 
         return unstructure
@@ -260,10 +335,10 @@ def structure(raw: Any, cls: type[T]) -> tuple[T | None, list[Problem], list[str
 def _failures(exc: BaseException, raw: RawPath, path: str, cl: Any) -> Iterator[StructureFailure]:
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [wire_name(a) for a in attrs.fields(exc.cl)]
-        for key in sorted(exc.extra_fields):
+        for key in sorted(exc.extra_fields, key=_key_text):
             yield StructureFailure(
                 (*raw, key),
-                join_path(path, key),
+                join_path(path, _key_text(key)),
                 _unknown_field_message(key, known),
                 unknown_key=True,
             )
@@ -305,6 +380,13 @@ def _wire_name_of(cl: Any, attribute: str) -> str:
     return attribute
 
 
+def _key_text(key: Any) -> str:
+    """A raw mapping key as text for a path; YAML can give numbers, booleans and null."""
+    if isinstance(key, str):
+        return key
+    return describe(key).removeprefix("number ").removeprefix("boolean ")
+
+
 def _unknown_field_message(key: str, known: list[str]) -> str:
     normalised = {k.replace("-", "_").lower(): k for k in known}
     guess = normalised.get(str(key).replace("-", "_").lower())
@@ -324,6 +406,9 @@ def _repair(data: Any, failure: StructureFailure) -> bool:
         except (KeyError, IndexError, TypeError):
             return False
     last = failure.raw_path[-1]
+    if isinstance(parent, dict) and last not in parent:
+        # A mapping entry is named by its key's text; the raw key may be 1 or true.
+        last = next((k for k in parent if not isinstance(k, str) and str(k) == last), last)
     if isinstance(parent, dict) and last in parent:
         del parent[last]
         return True

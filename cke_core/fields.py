@@ -16,6 +16,8 @@ import attrs
 from cke_core.frozen import FrozenDict, frozen_dict
 
 WIRE_NAME = "cke.wire_name"
+#: An integer that travels as a decimal string (Go's ``json:",string"``).
+INT_AS_STRING = "cke.int_as_string"
 
 
 def wire_name(attribute: attrs.Attribute[Any]) -> str:
