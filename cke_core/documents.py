@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
 from cke_core.problems import ConfigError, Problem
+
+#: Deepest nesting of mappings and lists accepted; cluster.yml needs about 15.
+MAX_DEPTH: Final = 100
+#: Most values (after YAML aliases are expanded) accepted in one document.
+MAX_VALUES: Final = 1_000_000
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -47,20 +52,90 @@ _StrictLoader.add_constructor(
 def parse_yaml(text: str) -> Any:
     """Parse one YAML document; raise ConfigError with line and column on bad syntax."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, text) from None
+    except RecursionError:
+        raise _too_deep("YAML") from None
+    _check_shape(document, "YAML")
+    return document
 
 
 def parse_yaml_all(text: str) -> list[Any]:
     """Parse a multi-document YAML stream (user resources); empty documents are dropped."""
     try:
-        return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, text) from None
+    except RecursionError:
+        raise _too_deep("YAML") from None
+    for document in documents:
+        _check_shape(document, "YAML")
+    return documents
 
 
-def _syntax_error(exc: yaml.YAMLError) -> ConfigError:
+def _too_deep(kind: str) -> ConfigError:
+    return ConfigError([Problem("", f"{kind} error: nested deeper than {MAX_DEPTH} levels")])
+
+
+def _check_shape(document: Any, kind: str) -> None:
+    """Reject what later recursive code cannot handle: deep, self-referential or huge data.
+
+    YAML aliases can make a value contain itself, or expand a small text into
+    an exponential number of values; both are rejected here.
+    """
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError([Problem("", f"{kind} error: more than {MAX_VALUES} values")])
+        if isinstance(value, str):
+            _check_text(value, kind)
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise _too_deep(kind)
+            if isinstance(value, dict):
+                for key in value:
+                    if isinstance(key, str):
+                        _check_text(key, kind)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _check_text(value: str, kind: str) -> None:
+    """A string must be Unicode text: ``"\\udc80"`` escapes a lone surrogate, which is not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        raise ConfigError(
+            [Problem("", f"{kind} error: a string holds a lone surrogate \\u{code:04x}")]
+        ) from None
+
+
+def _syntax_error(exc: yaml.YAMLError, text: str) -> ConfigError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML does not allow (a control character, say): the reader
+        # gives only the offset, so the line and column are computed here.
+        position = min(max(exc.position, 0), len(text))
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        character = (
+            f"byte #x{exc.character[0]:02x}"
+            if isinstance(exc.character, bytes)
+            else f"character #x{exc.character:04x}"
+        )
+        return ConfigError(
+            [
+                Problem(
+                    "",
+                    f"YAML syntax error: line {line}, column {column}: "
+                    f"unacceptable {character}: {exc.reason}",
+                )
+            ]
+        )
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(m for m in (exc.context, exc.problem) if m) or "invalid YAML"
@@ -81,13 +156,17 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_json(text: str) -> Any:
     """Parse JSON; raise ConfigError with line and column on bad syntax."""
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates)
+        document = json.loads(text, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [Problem("", f"JSON syntax error: line {exc.lineno}, column {exc.colno}: {exc.msg}")]
         ) from None
     except ValueError as exc:
         raise ConfigError([Problem("", f"JSON syntax error: {exc}")]) from None
+    except RecursionError:
+        raise _too_deep("JSON") from None
+    _check_shape(document, "JSON")
+    return document
 
 
 def parse_document(text: str) -> Any:

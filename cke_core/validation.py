@@ -148,9 +148,12 @@ def _check_nodes(report: _Report, nodes: tuple[Node, ...]) -> None:
             else:
                 by_address[node.address] = i
         name = node.nodename
-        if node.hostname and name in by_name:
+        # The Kubernetes Node name (hostname, else address) must be unique too. Two
+        # nodes with the same address and no hostname are already reported above.
+        if name in by_name and (node.hostname or nodes[by_name[name]].hostname):
+            field = "hostname" if node.hostname else "address"
             report.error(
-                join_path(path, "hostname"),
+                join_path(path, field),
                 f"node name {name!r} duplicates nodes[{by_name[name]}]",
             )
         elif name:
@@ -185,7 +188,8 @@ def _check_annotations(report: _Report, path: str, annotations: Mapping[str, str
     total = 0
     for key, value in annotations.items():
         report.each(key_path(path, key), (f"key {m}" for m in k8s_names.annotation_key(key)))
-        total += len(key) + len(value)
+        # Kubernetes counts bytes of UTF-8, not characters.
+        total += len(key.encode(errors="surrogatepass")) + len(value.encode(errors="surrogatepass"))
     if total > k8s_names.ANNOTATIONS_MAX_BYTES:
         report.error(path, f"annotations may not exceed {k8s_names.ANNOTATIONS_MAX_BYTES} bytes")
 
@@ -509,6 +513,9 @@ def _check_cni_conf_file(report: _Report, path: str, conf: CNIConfFile) -> None:
         report.error(
             content_path, f"invalid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}"
         )
+        return
+    except RecursionError:
+        report.error(content_path, "invalid JSON: nested too deeply")
         return
     if not isinstance(document, dict):
         report.error(content_path, "must be a JSON object")

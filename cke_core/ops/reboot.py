@@ -1,0 +1,370 @@
+"""Reboot-queue operations (§F.1, §C.2).
+
+Theory of operation
+-------------------
+CKE runs each reboot operation as one big command that loops over the
+entries, writes the queue and calls the Kubernetes API, deciding on the way
+what to do after a failure. Here the same loop is a *script*: a generator that
+yields one command at a time and receives its result. ``next_command(results)``
+replays the script from the start with the results so far (``ScriptedOperation``),
+so the plan stays a pure function of ``(operation, results)`` while reading
+like CKE's code.
+
+Failures
+--------
+The drain-start, delete-DaemonSet-pod and reboot operations are CKE's
+InfoOperators: a node that fails is noted (``info``: "failed to drain some
+nodes: [10.0.0.14]") and the others go on, so they have
+``tolerates_failures = True``. A failed *queue write or read* is different: in
+CKE it fails the whole operation. A scripted operation then stops (its next
+command is ``None``) and ``fatal_error(results)`` returns the reason; the
+executor must treat a non-empty ``fatal_error`` as the operation's failure.
+
+Times and jitter
+----------------
+``now`` is the decision's time, truncated to the second as CKE truncates
+``time.Now()``; it is the ``last_transition_time`` of every write and the base
+of every backoff. (CKE stamps the backoff when the drain fails, after the
+eviction has run; here it is the decision's time, so an expiry can be earlier by
+the duration of the drain.) The jitter is ``cke_core.backoff``'s, from ``seed``
+and the entry index and count.
+
+The "is it cancelled now?" check
+--------------------------------
+CKE's ``drainBackOff`` re-reads the entry and leaves it alone when ``ckecli
+reboot-queue cancel`` has marked it ``cancelled`` during the drain. The script
+models that read with ``get-reboot-queue-entry``: the backoff is written only
+when the stored entry still exists and is not cancelled. The count and the
+rest of the written entry come from the decision's entry, as in CKE.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Generator, Iterable, Sequence
+from typing import ClassVar
+
+import attrs
+
+from cke_core.backoff import reboot_drain_backoff_expire
+from cke_core.cluster import Reboot
+from cke_core.commands.kube import CordonNode, DeleteDaemonSetPods, EvictPods, UncordonNode
+from cke_core.commands.queue import (
+    DeleteRebootQueueEntry,
+    GetRebootQueueEntry,
+    RunLocalCommand,
+    UpdateRebootQueueEntry,
+)
+from cke_core.ops.base import Command, CommandResult, Operation, nth
+from cke_core.queues import RebootQueueEntry, RebootStatus
+from cke_core.timefmt import to_utc
+
+# ---------------------------------------------------------------------------
+# Scripted operations
+# ---------------------------------------------------------------------------
+
+
+@attrs.define
+class Trace:
+    """What a script noted on its way: failed nodes (for ``info``) and a fatal error."""
+
+    failed: list[str] = attrs.field(factory=list)
+    fatal: str = ""
+
+
+#: A script yields commands, receives their results and returns when done.
+Script = Generator[Command, CommandResult, None]
+
+
+@attrs.frozen
+class ScriptedOperation(Operation):
+    """An operation whose plan is a generator (``script``), replayed on every call.
+
+    Subclasses are frozen attrs classes and implement ``script(trace)``. A
+    result that arrives after the script finished is ignored.
+    """
+
+    #: Format of ``info`` with the failed nodes (Go's ``%v`` of a []string).
+    INFO_FORMAT: ClassVar[str] = ""
+
+    def script(self, trace: Trace) -> Script:
+        raise NotImplementedError
+
+    def replay(self, results: Sequence[CommandResult]) -> tuple[Command | None, Trace]:
+        """The next command after ``results`` (None when done) and the trace so far."""
+        trace = Trace()
+        script = self.script(trace)
+        try:
+            command = next(script)
+            for result in results:
+                command = script.send(result)
+        except StopIteration:
+            return None, trace
+        finally:
+            script.close()
+        return command, trace
+
+    def next_command(self, results: Sequence[CommandResult]) -> Command | None:
+        return self.replay(results)[0]
+
+    def failed_nodes(self, results: Sequence[CommandResult]) -> tuple[str, ...]:
+        return tuple(self.replay(results)[1].failed)
+
+    def fatal_error(self, results: Sequence[CommandResult]) -> str:
+        """Why the operation stopped early (a failed queue read or write); "" if it did not."""
+        return self.replay(results)[1].fatal
+
+    def info(self, results: Sequence[CommandResult]) -> str:
+        failed = self.failed_nodes(results)
+        if not failed or not self.INFO_FORMAT:
+            return ""
+        return self.INFO_FORMAT.format(go_list(failed))
+
+
+def go_list(items: Sequence[str]) -> str:
+    """A list of strings as Go's ``fmt`` prints a ``[]string`` with ``%v``."""
+    return "[" + " ".join(items) + "]"
+
+
+def transition_time(now: datetime.datetime) -> datetime.datetime:
+    """``now`` in UTC truncated to the second: CKE's ``time.Now().Truncate(time.Second).UTC()``."""
+    return to_utc(now).replace(microsecond=0)
+
+
+def _entries(value: Iterable[RebootQueueEntry]) -> tuple[RebootQueueEntry, ...]:
+    return tuple(value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _entry_nodes(entries: Sequence[RebootQueueEntry]) -> tuple[str, ...]:
+    return tuple(entry.node for entry in entries)
+
+
+def reboot_backoff(
+    entry: RebootQueueEntry, now: datetime.datetime, seed: int, trace: Trace
+) -> Generator[Command, CommandResult, bool]:
+    """CKE's ``drainBackOff``: unless the stored entry is now cancelled (or gone),
+    write it back ``queued`` with the next backoff. False (and ``trace.fatal``)
+    when the queue read or write failed."""
+    read = yield GetRebootQueueEntry(entry.index, entry.node)
+    if not read.ok:
+        trace.fatal = f"failed to read reboot queue entry {entry.index}: {read.error}"
+        return False
+    stored = read.value
+    if stored is None:
+        return True
+    if not isinstance(stored, RebootQueueEntry):
+        trace.fatal = f"reading reboot queue entry {entry.index} returned {type(stored).__name__}"
+        return False
+    if stored.status is RebootStatus.CANCELLED:
+        return True
+    count = entry.drain_backoff_count + 1
+    backed_off = attrs.evolve(
+        entry,
+        status=RebootStatus.QUEUED,
+        last_transition_time=now,
+        drain_backoff_count=count,
+        drain_backoff_expire=reboot_drain_backoff_expire(now, count, seed, entry.index),
+    )
+    written = yield UpdateRebootQueueEntry(backed_off)
+    if not written.ok:
+        trace.fatal = f"failed to update reboot queue entry {entry.index}: {written.error}"
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Operations
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RebootDrainStartOp(ScriptedOperation):
+    """``reboot-drain-start`` (§F.1), sequential over ``entries``.
+
+    For each entry: write it ``draining`` (LTT = now), cordon the Node, run the
+    eviction dry run. Then, for the entries that got through, the real
+    eviction. Any failure of an entry backs it off (``reboot_backoff``) and
+    lists its node in ``info``.
+    """
+
+    NAME: ClassVar[str] = "reboot-drain-start"
+    INFO_FORMAT: ClassVar[str] = "failed to drain some nodes: {}"
+    tolerates_failures: ClassVar[bool] = True
+
+    apiserver: str
+    entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
+    reboot: Reboot
+    now: datetime.datetime = attrs.field(converter=transition_time)
+    seed: int
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return _entry_nodes(self.entries)
+
+    def _evict(self, node: str, *, dry_run: bool) -> EvictPods:
+        return EvictPods(
+            apiserver=self.apiserver,
+            node=node,
+            dry_run=dry_run,
+            protected_namespaces=self.reboot.protected_namespaces,
+            protected_job_pods=self.reboot.protected_job_pods,
+            evict_retries=self.reboot.evict_retries,
+            evict_interval=self.reboot.evict_interval,
+        )
+
+    def script(self, trace: Trace) -> Script:
+        passed: list[RebootQueueEntry] = []
+        for entry in self.entries:
+            draining = attrs.evolve(
+                entry, status=RebootStatus.DRAINING, last_transition_time=self.now
+            )
+            result = yield UpdateRebootQueueEntry(draining)
+            if result.ok:
+                result = yield CordonNode(self.apiserver, entry.node)
+            if result.ok:
+                result = yield self._evict(entry.node, dry_run=True)
+            if result.ok:
+                passed.append(draining)
+                continue
+            trace.failed.append(entry.node)
+            if not (yield from reboot_backoff(draining, self.now, self.seed, trace)):
+                return
+        for entry in passed:
+            result = yield self._evict(entry.node, dry_run=False)
+            if result.ok:
+                continue
+            trace.failed.append(entry.node)
+            if not (yield from reboot_backoff(entry, self.now, self.seed, trace)):
+                return
+
+
+@attrs.frozen
+class RebootDeleteDaemonSetPodOp(ScriptedOperation):
+    """``reboot-delete-daemonset-pod``: delete the pods of OnDelete DaemonSets on
+    each drained node before its reboot; a failure is noted in ``info`` only."""
+
+    NAME: ClassVar[str] = "reboot-delete-daemonset-pod"
+    INFO_FORMAT: ClassVar[str] = "failed to delete DaemonSet pods on some nodes: {}"
+    tolerates_failures: ClassVar[bool] = True
+
+    apiserver: str
+    entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return _entry_nodes(self.entries)
+
+    def script(self, trace: Trace) -> Script:
+        for entry in self.entries:
+            result = yield DeleteDaemonSetPods(self.apiserver, entry.node)
+            if not result.ok:
+                trace.failed.append(entry.node)
+
+
+@attrs.frozen
+class RebootRebootOp(ScriptedOperation):
+    """``reboot-reboot``: per entry, write it ``rebooting`` (LTT = now), then run
+    ``reboot_command <address>`` on the engine's host with the configured
+    timeout, retries and interval. If every try fails the node is listed in
+    ``info`` and the entry stays ``rebooting`` (the boot check never passes;
+    an operator cancels it). CKE runs the entries in parallel; here they run
+    in order."""
+
+    NAME: ClassVar[str] = "reboot-reboot"
+    INFO_FORMAT: ClassVar[str] = "failed to reboot some nodes: {}"
+    tolerates_failures: ClassVar[bool] = True
+
+    entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
+    reboot: Reboot
+    now: datetime.datetime = attrs.field(converter=transition_time)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return _entry_nodes(self.entries)
+
+    def script(self, trace: Trace) -> Script:
+        for entry in self.entries:
+            rebooting = attrs.evolve(
+                entry, status=RebootStatus.REBOOTING, last_transition_time=self.now
+            )
+            written = yield UpdateRebootQueueEntry(rebooting)
+            if not written.ok:
+                trace.fatal = f"failed to update reboot queue entry {entry.index}: {written.error}"
+                return
+            result = yield RunLocalCommand(
+                argv=(*self.reboot.reboot_command, entry.node),
+                timeout_seconds=self.reboot.command_timeout_seconds,
+                retries=self.reboot.command_retries,
+                interval=self.reboot.command_interval,
+                address=entry.node,
+            )
+            if not result.ok:
+                trace.failed.append(entry.node)
+
+
+@attrs.frozen
+class RebootDrainTimeoutOp(ScriptedOperation):
+    """``reboot-drain-timeout``: back off every entry that drained for longer than
+    ``eviction_timeout_seconds`` (the same backoff as a failed drain)."""
+
+    NAME: ClassVar[str] = "reboot-drain-timeout"
+
+    entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
+    now: datetime.datetime = attrs.field(converter=transition_time)
+    seed: int
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return _entry_nodes(self.entries)
+
+    def script(self, trace: Trace) -> Script:
+        for entry in self.entries:
+            if not (yield from reboot_backoff(entry, self.now, self.seed, trace)):
+                return
+
+
+@attrs.frozen
+class RebootUncordonOp(Operation):
+    """``reboot-uncordon``: remove the reboot annotation and make the Nodes
+    schedulable again. Targets: the Node names."""
+
+    NAME: ClassVar[str] = "reboot-uncordon"
+
+    apiserver: str
+    node_names: tuple[str, ...] = attrs.field(converter=_strings)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.node_names
+
+    def next_command(self, results: Sequence[CommandResult]) -> Command | None:
+        commands = tuple(UncordonNode(self.apiserver, name) for name in self.node_names)
+        return nth(commands, results)
+
+
+@attrs.frozen
+class RebootDequeueOp(Operation):
+    """``reboot-dequeue``: delete the entries of nodes that have booted."""
+
+    NAME: ClassVar[str] = "reboot-dequeue"
+
+    entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return _entry_nodes(self.entries)
+
+    def next_command(self, results: Sequence[CommandResult]) -> Command | None:
+        commands = tuple(DeleteRebootQueueEntry(e.index, e.node) for e in self.entries)
+        return nth(commands, results)
+
+
+@attrs.frozen
+class RebootCancelOp(RebootDequeueOp):
+    """``reboot-cancel``: delete the entries marked ``cancelled``."""
+
+    NAME: ClassVar[str] = "reboot-cancel"
