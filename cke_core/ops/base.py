@@ -16,11 +16,15 @@ Contract for every operation:
   executor stops the operation at the first failed result unless the
   operation says it handles failures itself (``tolerates_failures``);
 * given successful results, every plan finishes within 100 commands.
+
+``ScriptedOperation`` writes a plan as a generator that yields commands and
+receives their results, replayed from the start on every call: the plan stays
+a pure function of (operation, results) while reading like CKE's loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -85,7 +89,76 @@ class Operation:
         """CKE's ``info`` field for InfoOperators; empty for the others."""
         return ""
 
+    def fatal_error(self, results: Sequence[CommandResult]) -> str:
+        """Why an operation that handles failures itself stopped early; "" if it did not.
+
+        The executor treats a non-empty answer like a failed command.
+        """
+        return ""
+
 
 def nth(commands: Sequence[Command], results: Sequence[CommandResult]) -> Command | None:
     """The next command of a fixed sequence."""
     return commands[len(results)] if len(results) < len(commands) else None
+
+
+@attrs.define
+class Trace:
+    """What a script noted on its way: failed nodes (for ``info``) and a fatal error."""
+
+    failed: list[str] = attrs.field(factory=list)
+    fatal: str = ""
+
+
+#: A script yields commands, receives their results and returns when done.
+Script = Generator[Command, CommandResult, None]
+
+
+@attrs.frozen
+class ScriptedOperation(Operation):
+    """An operation whose plan is a generator (``script``), replayed on every call.
+
+    Subclasses are frozen attrs classes and implement ``script(trace)``. A
+    result that arrives after the script finished is ignored.
+    """
+
+    #: Format of ``info`` with the failed nodes (Go's ``%v`` of a []string).
+    INFO_FORMAT: ClassVar[str] = ""
+
+    def script(self, trace: Trace) -> Script:
+        raise NotImplementedError
+
+    def replay(self, results: Sequence[CommandResult]) -> tuple[Command | None, Trace]:
+        """The next command after ``results`` (None when done) and the trace so far."""
+        trace = Trace()
+        script = self.script(trace)
+        try:
+            command = next(script)
+            for result in results:
+                command = script.send(result)
+        except StopIteration:
+            return None, trace
+        finally:
+            script.close()
+        return command, trace
+
+    def next_command(self, results: Sequence[CommandResult]) -> Command | None:
+        return self.replay(results)[0]
+
+    def failed_nodes(self, results: Sequence[CommandResult]) -> tuple[str, ...]:
+        return tuple(self.replay(results)[1].failed)
+
+    def fatal_error(self, results: Sequence[CommandResult]) -> str:
+        """Why the operation stopped early (a failed queue read or write); "" if it did not."""
+        return self.replay(results)[1].fatal
+
+    def info(self, results: Sequence[CommandResult]) -> str:
+        failed = self.failed_nodes(results)
+        if not failed or not self.INFO_FORMAT:
+            return ""
+        return self.INFO_FORMAT.format(go_list(failed))
+
+
+def go_list(items: Sequence[str]) -> str:
+    """A list of strings as Go's ``fmt`` prints a ``[]string`` with ``%v``."""
+    return "[" + " ".join(items) + "]"

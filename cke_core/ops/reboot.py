@@ -55,75 +55,17 @@ from cke_core.commands.queue import (
     RunLocalCommand,
     UpdateRebootQueueEntry,
 )
-from cke_core.ops.base import Command, CommandResult, Operation, nth
+from cke_core.ops.base import (
+    Command,
+    CommandResult,
+    Operation,
+    Script,
+    ScriptedOperation,
+    Trace,
+    nth,
+)
 from cke_core.queues import RebootQueueEntry, RebootStatus
 from cke_core.timefmt import to_utc
-
-# ---------------------------------------------------------------------------
-# Scripted operations
-# ---------------------------------------------------------------------------
-
-
-@attrs.define
-class Trace:
-    """What a script noted on its way: failed nodes (for ``info``) and a fatal error."""
-
-    failed: list[str] = attrs.field(factory=list)
-    fatal: str = ""
-
-
-#: A script yields commands, receives their results and returns when done.
-Script = Generator[Command, CommandResult, None]
-
-
-@attrs.frozen
-class ScriptedOperation(Operation):
-    """An operation whose plan is a generator (``script``), replayed on every call.
-
-    Subclasses are frozen attrs classes and implement ``script(trace)``. A
-    result that arrives after the script finished is ignored.
-    """
-
-    #: Format of ``info`` with the failed nodes (Go's ``%v`` of a []string).
-    INFO_FORMAT: ClassVar[str] = ""
-
-    def script(self, trace: Trace) -> Script:
-        raise NotImplementedError
-
-    def replay(self, results: Sequence[CommandResult]) -> tuple[Command | None, Trace]:
-        """The next command after ``results`` (None when done) and the trace so far."""
-        trace = Trace()
-        script = self.script(trace)
-        try:
-            command = next(script)
-            for result in results:
-                command = script.send(result)
-        except StopIteration:
-            return None, trace
-        finally:
-            script.close()
-        return command, trace
-
-    def next_command(self, results: Sequence[CommandResult]) -> Command | None:
-        return self.replay(results)[0]
-
-    def failed_nodes(self, results: Sequence[CommandResult]) -> tuple[str, ...]:
-        return tuple(self.replay(results)[1].failed)
-
-    def fatal_error(self, results: Sequence[CommandResult]) -> str:
-        """Why the operation stopped early (a failed queue read or write); "" if it did not."""
-        return self.replay(results)[1].fatal
-
-    def info(self, results: Sequence[CommandResult]) -> str:
-        failed = self.failed_nodes(results)
-        if not failed or not self.INFO_FORMAT:
-            return ""
-        return self.INFO_FORMAT.format(go_list(failed))
-
-
-def go_list(items: Sequence[str]) -> str:
-    """A list of strings as Go's ``fmt`` prints a ``[]string`` with ``%v``."""
-    return "[" + " ".join(items) + "]"
 
 
 def transition_time(now: datetime.datetime) -> datetime.datetime:

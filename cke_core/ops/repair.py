@@ -29,8 +29,16 @@ from cke_core.commands.queue import (
     RunLocalCommand,
     UpdateRepairQueueEntry,
 )
-from cke_core.ops.base import Command, CommandResult, Operation, nth
-from cke_core.ops.reboot import Script, ScriptedOperation, Trace, transition_time
+from cke_core.ops.base import (
+    Command,
+    CommandResult,
+    Operation,
+    Script,
+    ScriptedOperation,
+    Trace,
+    nth,
+)
+from cke_core.ops.reboot import transition_time
 from cke_core.queues import RepairQueueEntry, RepairStatus, RepairStepStatus
 
 

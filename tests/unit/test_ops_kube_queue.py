@@ -29,7 +29,7 @@ from cke_core.commands.queue import (
     UpdateRepairQueueEntry,
 )
 from cke_core.frozen import FrozenDict
-from cke_core.ops.base import SUCCESS, Command, CommandResult, Operation
+from cke_core.ops.base import SUCCESS, Command, CommandResult, Operation, ScriptedOperation
 from cke_core.ops.kubernetes import (
     CreateConfigMapOp,
     CreateEndpointSliceOp,
@@ -52,7 +52,6 @@ from cke_core.ops.reboot import (
     RebootDrainTimeoutOp,
     RebootRebootOp,
     RebootUncordonOp,
-    ScriptedOperation,
 )
 from cke_core.ops.repair import (
     RepairDequeueOp,
