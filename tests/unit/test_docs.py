@@ -45,3 +45,31 @@ def test_every_configuration_field_is_in_the_reference(model: type) -> None:
     documented = set(re.findall(r"`([A-Za-z_-]+)`", text))
     missing = sorted(_wire_names(model) - documented)
     assert not missing, f"docs/configuration.md does not mention: {missing}"
+
+
+def _subclasses(base: type) -> list[type]:
+    found: list[type] = []
+    for sub in base.__subclasses__():
+        found.append(sub)
+        found.extend(_subclasses(sub))
+    return found
+
+
+def test_every_phase_operation_and_command_is_in_the_operations_reference() -> None:
+    import importlib
+    import pkgutil
+
+    import cke_core.commands
+    import cke_core.ops
+    from cke_core.ops.base import Command, Operation
+    from cke_core.phases import Phase
+
+    for package in (cke_core.ops, cke_core.commands):
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    text = (ROOT / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"`([a-z0-9-]+)`", text))
+    names = {phase.value for phase in Phase}
+    names |= {cls.NAME for cls in _subclasses(Operation) + _subclasses(Command) if cls.NAME}
+    missing = sorted(names - documented)
+    assert not missing, f"docs/operations.md does not mention: {missing}"
