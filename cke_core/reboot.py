@@ -13,7 +13,8 @@ Rules, in CKE's order:
    drainable; workers while fewer than ``max_concurrent_reboots`` are in
    progress. Draining is blocked while more nodes than
    ``maximum-unreachable-nodes-for-reboot`` (not being rebooted) are
-   unreachable over SSH.
+   unreachable over SSH; the candidate stays in ``next_candidates`` all the
+   same, so a control plane candidate is still NotReady in the endpoints.
 5. Entries draining for longer than ``eviction_timeout_seconds`` time out
    and back off.
 
@@ -41,6 +42,10 @@ class RebootDecision:
     dequeued: tuple[RebootQueueEntry, ...] = ()
     drain_completed: tuple[RebootQueueEntry, ...] = ()
     new_drains: tuple[RebootQueueEntry, ...] = ()
+    #: CKE's ``NextCandidates``: the entry chosen to drain next, whether or not the
+    #: unreachable gate lets it start now. A control plane among them is made
+    #: NotReady in both endpoint sets before its drain (§B.2.2 step 4, §B.2.4).
+    next_candidates: tuple[RebootQueueEntry, ...] = ()
     drain_timed_out: tuple[RebootQueueEntry, ...] = ()
     #: Candidates exist but too many nodes are unreachable to start a drain.
     blocked_by_unreachable: bool = False
@@ -156,12 +161,12 @@ def decide_reboots(
     candidates = choose_reboot_candidates(
         entries, control_planes, reboot.max_concurrent_reboots, now
     )
-    blocked = False
+    new_drains, blocked = candidates, False
     if candidates:
         processing = processing_addresses(queue)
         counted = [n for n in unreachable if n.address not in processing]
         if len(counted) > max_unreachable:
-            blocked, candidates = True, ()
+            new_drains, blocked = (), True
     timed_out = tuple(
         e
         for e in entries
@@ -169,7 +174,8 @@ def decide_reboots(
     )
     return RebootDecision(
         drain_completed=drain_completed,
-        new_drains=candidates,
+        new_drains=new_drains,
+        next_candidates=candidates,
         drain_timed_out=timed_out,
         blocked_by_unreachable=blocked,
     )

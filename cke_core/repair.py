@@ -6,8 +6,8 @@ Rules, in CKE's order:
    queue is disabled); finished ones stay as they are; one whose health
    check passed is finished as succeeded; the others wait in four buckets,
    by priority: processing control planes, processing others, queued
-   control planes, queued others. A processing entry still in drain backoff
-   is skipped and does not count.
+   control planes, queued others. A processing/waiting entry still in drain
+   backoff is skipped and does not count.
 2. Up to ``max_concurrent_repairs`` entries are admitted. A control plane is
    admitted only if no other control plane is, and fewer than two control
    planes are being rebooted (and if one is, it is this machine): etcd
@@ -92,7 +92,12 @@ def decide_repairs(
             continue
         elif queue.repair_completed.get(entry.address, False):
             actions.append(RepairAction(FINISH_SUCCEEDED, entry))
-        elif entry.is_processing and not entry.backoff_expired(now):
+        elif (
+            entry.is_processing
+            and entry.step_status is RepairStepStatus.WAITING
+            and not entry.backoff_expired(now)
+        ):
+            # Only a processing/waiting entry waits for its drain backoff (§B.2.6).
             continue
         else:
             is_cp = entry.is_in_cluster and entry.address in control_planes

@@ -200,15 +200,16 @@ def k8s_ops(nf: NodeFilter, reboots: RebootDecision) -> tuple[Operation, ...]:
         first = outdated[:1]
         return (*master_endpoint_ops(nf, first), k8s.KubeAPIServerRestartOp(c, images, first))
 
-    next_cps = tuple(n for n in cps if n.address in {e.node for e in reboots.new_drains})
+    next_cps = tuple(n for n in cps if n.address in {e.node for e in reboots.next_candidates})
     ops: list[Operation] = list(master_endpoint_ops(nf, next_cps))
+    # Stopped and outdated are disjoint (outdated means running): both may be emitted.
     if nodes := nf.select(nf.controller_manager_stopped, cps):
         ops.append(k8s.KubeControllerManagerBootstrapOp(c, images, nodes))
-    elif nodes := nf.select(nf.controller_manager_outdated, cps):
+    if nodes := nf.select(nf.controller_manager_outdated, cps):
         ops.append(k8s.KubeControllerManagerRestartOp(c, images, nodes))
     if nodes := nf.select(nf.scheduler_stopped, cps):
         ops.append(k8s.KubeSchedulerBootstrapOp(c, images, nodes))
-    elif nodes := nf.select(nf.scheduler_outdated, cps):
+    if nodes := nf.select(nf.scheduler_outdated, cps):
         ops.append(k8s.KubeSchedulerRestartOp(c, images, nodes))
     ops.extend(_node_component_ops(nf))
     return tuple(ops)
@@ -224,18 +225,15 @@ def _node_component_ops(nf: NodeFilter) -> list[Operation]:
         configs = {n.address: nf.node_status(n).kubelet.config for n in targets}
         return FrozenDict({a: cfg for a, cfg in configs.items() if cfg is not None})
 
-    restart = nf.select(nf.kubelet_unrecognized, nodes)
-    if c.options.kubelet.in_place_update:
-        restart += tuple(
-            n
-            for n in nf.select(nf.kubelet_outdated, nodes)
-            if n not in restart and not nf.kubelet_runtime_changed(n)
-        )
-    if restart:
+    def restart_op(restart: Sequence[Node]) -> Operation:
         targets = _capped(nf, restart)
-        ops.append(
-            k8s.KubeletRestartOp(c, images, targets, running_configs=running_configs(targets))
-        )
+        return k8s.KubeletRestartOp(c, images, targets, running_configs=running_configs(targets))
+
+    # CKE's order: unrecognized kubelets restart, stopped ones boot, then (only with
+    # in_place_update) outdated ones restart; a CRI endpoint change never restarts.
+    unrecognized = nf.select(nf.kubelet_unrecognized, nodes)
+    if unrecognized:
+        ops.append(restart_op(unrecognized))
     if stopped := nf.select(nf.kubelet_stopped, nodes):
         targets = _capped(nf, stopped)
         registered = tuple(n.address for n in targets if nf.kubernetes_node(n) is not None)
@@ -249,6 +247,15 @@ def _node_component_ops(nf: NodeFilter) -> list[Operation]:
                 apiserver=apiserver,
             )
         )
+    if c.options.kubelet.in_place_update and (
+        outdated_kubelets := [
+            n
+            for n in nf.select(nf.kubelet_outdated, nodes)
+            if n not in unrecognized and not nf.kubelet_runtime_changed(n)
+        ]
+    ):
+        # A node restarted above as unrecognized is not restarted twice in one round.
+        ops.append(restart_op(outdated_kubelets))
     if stopped := nf.select(nf.proxy_stopped, nodes):
         ops.append(k8s.KubeProxyBootstrapOp(c, images, _capped(nf, stopped)))
     if outdated := nf.select(nf.proxy_outdated, nodes):
@@ -318,10 +325,14 @@ def etcd_maint_op(nf: NodeFilter) -> Operation | None:
         return [k for k in members if k not in node_by_address and nf.etcd_in_sync(k) == in_sync]
 
     def non_cp(in_sync: bool) -> list[Node]:
+        """Members on reachable non-CP nodes (destroying one runs commands on the node)."""
         return [
             node_by_address[k]
             for k in members
-            if k in node_by_address and k not in cp_by_address and nf.etcd_in_sync(k) == in_sync
+            if k in node_by_address
+            and k not in cp_by_address
+            and nf.etcd_in_sync(k) == in_sync
+            and nf.ssh_connected(node_by_address[k])
         ]
 
     if keys := non_cluster(False):
@@ -427,7 +438,8 @@ def _etcd_endpoint_ops(
         ops.append(kops.CreateEtcdServiceOp(apiserver, rk.etcd_service()))
     elif not rk.etcd_service_ok(ks.etcd_service):
         ops.append(kops.UpdateEtcdServiceOp(apiserver, rk.etcd_service()))
-    excluded = processing_addresses(nf.status.reboot_queue) | {e.node for e in reboots.new_drains}
+    next_candidates = {e.node for e in reboots.next_candidates}
+    excluded = processing_addresses(nf.status.reboot_queue) | next_candidates
     ready = [n.address for n in nf.control_planes if n.address not in excluded]
     not_ready = [n.address for n in nf.control_planes if n.address in excluded]
     return (
