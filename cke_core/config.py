@@ -17,7 +17,7 @@ from cke_core import codec
 from cke_core.cluster import Cluster
 from cke_core.constraints import Constraints
 from cke_core.documents import parse_document
-from cke_core.problems import ConfigError, Problem
+from cke_core.problems import ConfigError, Problem, is_under
 from cke_core.validation import validate_cluster, validate_constraints
 
 T = TypeVar("T")
@@ -53,6 +53,11 @@ def check_raw(raw: object, cls: type[T], validate: Callable[[T], list[Problem]])
     if value is None:
         return Checked(None, tuple(problems))
     semantic = codec.silence_under(validate(value), broken)
+    # A warning about a section whose input was partly discarded may be caused by
+    # the discarding (a dropped `control_plane: "true"` leaves no control plane).
+    semantic = [
+        p for p in semantic if p.severity == "error" or not any(is_under(b, p.path) for b in broken)
+    ]
     return Checked(value, tuple(problems + semantic))
 
 

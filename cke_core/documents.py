@@ -192,11 +192,18 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
+_UNSAFE_BREAKS: Final = ("\x85", "\u2028", "\u2029")
+
+
 class _Dumper(yaml.SafeDumper):
     """Writes multi-line strings (audit policy, CNI content) as literal blocks."""
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if any(c in value for c in _UNSAFE_BREAKS):
+        # PyYAML writes these line breaks raw in plain, single-quoted and block
+        # scalars, and reads them back folded or changed; escaped, they survive.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
     return dumper.represent_str(value)

@@ -10,10 +10,11 @@ from cke_daemon.cli.errors import CLIError
 
 def read_text(name: str) -> str:
     """The text of ``name`` (``-`` = stdin), or a one-line CLIError naming the cause."""
-    if name == "-":
-        return sys.stdin.read()
     try:
-        return Path(name).read_text(encoding="utf-8")
+        if name != "-":
+            return Path(name).read_bytes().decode("utf-8")
+        stream = getattr(sys.stdin, "buffer", None)  # absent when stdin is replaced by text
+        return stream.read().decode("utf-8") if stream is not None else sys.stdin.read()
     except FileNotFoundError:
         raise CLIError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -21,6 +22,7 @@ def read_text(name: str) -> str:
     except PermissionError:
         raise CLIError(f"{name}: permission denied") from None
     except UnicodeDecodeError as exc:
-        raise CLIError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+        where = "standard input" if name == "-" else name
+        raise CLIError(f"{where}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise CLIError(f"{name}: {exc.strerror}") from None
