@@ -39,6 +39,10 @@ class FrozenDict(Mapping[K, V]):
         return self._hash
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenDict):
+            return self is other or self._data == other._data
+        if isinstance(other, dict):
+            return self._data == other
         if isinstance(other, Mapping):
             return self._data == dict(other.items())
         return NotImplemented
