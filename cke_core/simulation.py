@@ -35,9 +35,13 @@ queues in ``status.*_queue``. The model is deliberately small:
   commands succeed, boot and health checks pass (``health``).
 * every local command, image pull, wait and PKI request succeeds.
 
-A command over SSH to a node whose status says it is unreachable fails, as
-the executor's would; a test that injects that fault zeroes the node's
-status as observation does.
+A command over SSH runs on each of its nodes as the shell's concurrent
+per-node parts would: the part on a node whose status says it is unreachable
+fails, the others take effect, and the command fails naming the unreachable
+nodes (its value maps each to its error, ``ops.base.failed_nodes``); a test
+that injects that fault zeroes the node's status as observation does. The
+Kubernetes commands over several Nodes (``update-node``, ``cordon-node`` ...)
+behave the same way per Node.
 
 Simplifications: the status is not cut down as observation cuts it (§D.2
 steps 2 and 4 leave etcd, Kubernetes and the queues zero-valued without an
@@ -191,7 +195,7 @@ def stop_container(
     """``status`` with ``container`` stopped on ``address``, as ``stop-container`` does
     (a fault for tests: a crashed or killed container)."""
     world = _World(status, cluster)
-    world.apply(nc.StopContainer(address, container))
+    world.apply(nc.StopContainer((address,), container))
     return world.freeze()
 
 
@@ -374,16 +378,25 @@ def _fail(error: str) -> CommandResult:
     return CommandResult(ok=False, error=error)
 
 
+def _each(name: str, results: Sequence[tuple[str, CommandResult]]) -> CommandResult:
+    """The result of a command over several nodes (or Nodes) from each one's: ok
+    if all are; otherwise failed, its value mapping each failed one to its error."""
+    failed = {target: r.error for target, r in results if not r.ok}
+    if not failed:
+        return _OK
+    details = "; ".join(f"{target}: {error}" for target, error in failed.items())
+    return CommandResult(ok=False, value=FrozenDict(failed), error=f"{name}: {details}")
+
+
 def _url_host(url: str) -> str:
     rest = url.split("://", 1)[-1].split("/", 1)[0]
     return rest.rsplit(":", 1)[0] if ":" in rest else rest
 
 
 def ssh_targets(command: Command) -> tuple[str, ...]:
-    """The nodes a command reaches over SSH (none for API, etcd and local commands)."""
-    if isinstance(command, nc.NodeCommand):
-        return (command.node,)
-    if isinstance(command, nc.KillContainers | ec.UpgradeVersionFrom1To2):
+    """Every node a command reaches over SSH, in its order (none for API, etcd and
+    local commands)."""
+    if isinstance(command, nc.NodeCommand | ec.UpgradeVersionFrom1To2):
         return command.nodes
     return ()
 
@@ -469,32 +482,13 @@ class _World:
     # --- dispatch ----------------------------------------------------------------
 
     def apply(self, command: Command) -> CommandResult:
-        down = [a for a in ssh_targets(command) if not self._node(a).ssh_connected]
-        if down:
-            return _fail(f"{command.name}: no SSH connection to {', '.join(down)}")
+        if isinstance(command, nc.NodeCommand):
+            return self._on_nodes(command)
+        if isinstance(command, ec.UpgradeVersionFrom1To2):
+            down = [a for a in command.nodes if not self._node(a).ssh_connected]
+            if down:
+                return _fail(f"{command.name}: no SSH connection to {', '.join(down)}")
         match command:
-            case nc.RunContainer():
-                return self._run_container(command)
-            case nc.StopContainer():
-                self._stop(command.node, command.container)
-            case nc.KillContainers():
-                for node in command.nodes:
-                    self._stop(node, command.container)
-            case nc.VolumeCreate():
-                self._volume(command.node, command.volume, exists=True)
-            case nc.VolumeRemove():
-                self._volume(command.node, command.volume, exists=False)
-            case nc.MakeFiles():
-                self._make_files(command)
-            case (
-                nc.ImagePull()
-                | nc.MakeDirs()
-                | nc.EmptyDir()
-                | nc.InstallCNI()
-                | nc.PrepareFiles()
-                | nc.WaitForKubeletReady()
-            ):
-                pass
             case nc.RetaintBeforeKubeletBoot():
                 self._retaint(command.nodes, command.taints)
             case ec.WaitEtcdSync() | ec.SetupEtcdAuth():
@@ -530,13 +524,15 @@ class _World:
                 if field:
                     self._set_k8s(field, command.endpoint_slice)
             case kc.UpdateNode():
-                return self._update_node(command.node)
+                return _each(command.name, [(n.name, self._update_node(n)) for n in command.nodes])
             case kc.RemoveNode():
-                self.k8s_nodes.pop(command.node, None)
-            case kc.CordonNode():
-                return self._cordon(command.node, cordon=True)
-            case kc.UncordonNode():
-                return self._cordon(command.node, cordon=False)
+                for name in command.nodes:
+                    self.k8s_nodes.pop(name, None)
+            case kc.CordonNode() | kc.UncordonNode():
+                cordon = isinstance(command, kc.CordonNode)
+                return _each(
+                    command.name, [(n, self._cordon(n, cordon=cordon)) for n in command.nodes]
+                )
             case kc.EvictPods() | kc.DeleteDaemonSetPods():
                 pass
             case qc.GetRebootQueueEntry():
@@ -568,24 +564,61 @@ class _World:
         changes: dict[str, Any] = {_NODE_FIELD[container]: value}
         self.nodes[address] = attrs.evolve(self._node(address), **changes)
 
-    def _run_container(self, command: nc.RunContainer) -> CommandResult:
-        current = self._service(command.node, command.container)
+    def _on_nodes(self, command: nc.NodeCommand) -> CommandResult:
+        """A node command: its effect on each of its nodes, in order, as the shell's
+        concurrent per-node parts would have it. Unreachable nodes fail their part
+        (the others still run); the command then fails with them as its value."""
+        results = []
+        for address in command.nodes:
+            if self._node(address).ssh_connected:
+                self._on_node(command, address)
+                results.append((address, _OK))
+            else:
+                results.append((address, _fail("no SSH connection")))
+        return _each(command.name, results)
+
+    def _on_node(self, command: nc.NodeCommand, address: str) -> None:
+        match command:
+            case nc.RunContainer():
+                self._run_container(command, address)
+            case nc.StopContainer() | nc.KillContainers():
+                self._stop(address, command.container)
+            case nc.VolumeCreate():
+                self._volume(address, command.volume, exists=True)
+            case nc.VolumeRemove():
+                self._volume(address, command.volume, exists=False)
+            case nc.MakeFiles():
+                self._make_files(address, command.files_of(address))
+            case (
+                nc.ImagePull()
+                | nc.MakeDirs()
+                | nc.EmptyDir()
+                | nc.InstallCNI()
+                | nc.PrepareFiles()
+                | nc.WaitForKubeletReady()
+            ):
+                pass
+            case _:
+                raise SimulationError(f"the simulator does not model {command.name!r}")
+
+    def _run_container(self, command: nc.RunContainer, address: str) -> None:
+        params = command.params_of(address)
+        current = self._service(address, command.container)
         self._set_service(
-            command.node,
+            address,
             command.container,
             attrs.evolve(
                 current,
                 running=True,
                 image=command.image,
-                builtin_params=command.params,
+                builtin_params=params,
                 extra_params=command.extra,
             ),
         )
         if command.container == rc.ETCD:
-            self._etcd_started(command.node, command.params)
+            self._etcd_started(address, params)
         elif command.container == rc.KUBELET:
-            self._register(command.node)
-        return _OK
+            self._register(address)
 
     def _stop(self, address: str, container: str) -> None:
         current = self._service(address, container)
@@ -612,16 +645,16 @@ class _World:
             return
         self.nodes[address] = attrs.evolve(self._node(address), etcd=etcd)
 
-    def _make_files(self, command: nc.MakeFiles) -> None:
-        for file in command.files:
+    def _make_files(self, address: str, files: Iterable[rf.File]) -> None:
+        for file in files:
             field = _CONFIG_FIELD.get(file.path)
             if field is None:
                 continue
-            current = getattr(self._node(command.node), field)
+            current = getattr(self._node(address), field)
             changes: dict[str, Any] = {
                 field: attrs.evolve(current, config=_decode_config(file.content))
             }
-            self.nodes[command.node] = attrs.evolve(self._node(command.node), **changes)
+            self.nodes[address] = attrs.evolve(self._node(address), **changes)
 
     # --- etcd ----------------------------------------------------------------------
 

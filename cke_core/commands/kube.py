@@ -4,7 +4,9 @@ Every command names the apiserver it talks through (``apiserver``: the address
 of a control-plane node with a healthy apiserver, CKE's ``apiserver *cke.Node``);
 the shell opens a client to it with CKE's admin credentials. ``target`` is what
 the operation record shows: the object (``namespace/name``), the resource key
-or the Node name.
+or the Node names (joined with ",": the Node commands take a list of Nodes, as
+CKE's do, except the per-node drain commands ``evict-pods`` and
+``delete-daemonset-pods``).
 
 Objects are the core's subsets of the Kubernetes objects (``cke_core.status``);
 the shell turns them into full API objects (§I.2, §I.3). A command's result is
@@ -20,6 +22,7 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from cke_core.cluster import LabelSelector, TrustedRestMapping
+from cke_core.commands.node import node_list
 from cke_core.frozen import FrozenDict, freeze
 from cke_core.ops.base import Command
 from cke_core.status import ConfigMap, Endpoints, EndpointSlice, KubernetesNode, Service
@@ -218,74 +221,77 @@ class UpdateEndpointSlice(Command):
 # ---------------------------------------------------------------------------
 
 
+def _kubernetes_nodes(value: Iterable[KubernetesNode]) -> tuple[KubernetesNode, ...]:
+    if isinstance(value, KubernetesNode):
+        raise TypeError("nodes must be a sequence of KubernetesNode, not one")
+    return tuple(value)
+
+
 @attrs.frozen
 class UpdateNode(Command):
-    """Set the live Node's labels, annotations and taints to ``node``'s and Update it.
+    """For each of ``nodes``: set the live Node's labels, annotations and taints to
+    the given ones and Update it.
 
-    Only ``labels``, ``annotations`` and ``taints`` of ``node`` are written
-    (§I.4); the shell reads the live object, replaces those three and sends
+    Only ``labels``, ``annotations`` and ``taints`` are written (§I.4); the
+    shell reads the live object, replaces those three and sends
     ``Nodes().Update``. ``unschedulable``, ``ready`` and the rest are ignored.
+    The Nodes are independent: the shell may update them concurrently; the
+    command fails if any update fails (``value``: the failed names, see
+    ``ops.base.failed_nodes``). Target: the names joined with ",".
     """
 
     NAME: ClassVar[str] = "update-node"
 
     apiserver: str
-    node: KubernetesNode
+    nodes: tuple[KubernetesNode, ...] = attrs.field(converter=_kubernetes_nodes)
 
     @property
     def target(self) -> str:
-        return self.node.name
+        return ",".join(node.name for node in self.nodes)
 
 
 @attrs.frozen
-class RemoveNode(Command):
-    """Remove the Node object named ``node``.
+class _OnNamedNodes(Command):
+    """A command on the Nodes named ``nodes``, each independent of the others: the
+    shell may run them concurrently; the command fails if any fails (``value``: the
+    failed names, see ``ops.base.failed_nodes``). Target: the names joined with ","."""
 
-    Read it: already gone or being deleted (a deletion timestamp) → ok, nothing
-    to do. Otherwise patch ``spec.unschedulable=true`` if it is schedulable,
-    then Delete it (NotFound counts as ok).
+    apiserver: str
+    nodes: tuple[str, ...] = attrs.field(converter=node_list)
+
+    @property
+    def target(self) -> str:
+        return ",".join(self.nodes)
+
+
+@attrs.frozen
+class RemoveNode(_OnNamedNodes):
+    """Remove the Node objects named ``nodes``.
+
+    For each: read it; already gone or being deleted (a deletion timestamp) →
+    ok, nothing to do. Otherwise patch ``spec.unschedulable=true`` if it is
+    schedulable, then Delete it (NotFound counts as ok).
     """
 
     NAME: ClassVar[str] = "remove-node"
 
-    apiserver: str
-    node: str
-
-    @property
-    def target(self) -> str:
-        return self.node
-
 
 @attrs.frozen
-class CordonNode(Command):
-    """Strategic-merge patch the Node: annotation ``cke.cybozu.com/reboot: "true"``
+class CordonNode(_OnNamedNodes):
+    """Strategic-merge patch each Node: annotation ``cke.cybozu.com/reboot: "true"``
     and ``spec.unschedulable: true``."""
 
     NAME: ClassVar[str] = "cordon-node"
     ANNOTATION: ClassVar[str] = ANNOTATION_REBOOT
 
-    apiserver: str
-    node: str
-
-    @property
-    def target(self) -> str:
-        return self.node
-
 
 @attrs.frozen
-class UncordonNode(Command):
-    """Strategic-merge patch the Node: remove annotation ``cke.cybozu.com/reboot``
+class UncordonNode(_OnNamedNodes):
+    """Strategic-merge patch each Node: remove annotation ``cke.cybozu.com/reboot``
     and ``spec.unschedulable`` (both set to null)."""
 
     NAME: ClassVar[str] = "uncordon-node"
     ANNOTATION: ClassVar[str] = ANNOTATION_REBOOT
-
-    apiserver: str
-    node: str
-
-    @property
-    def target(self) -> str:
-        return self.node
 
 
 @attrs.frozen

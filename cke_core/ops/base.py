@@ -15,7 +15,10 @@ Contract for every operation:
 * it is called only with results of commands it returned, in order; the
   executor stops the operation at the first failed result unless the
   operation says it handles failures itself (``tolerates_failures``);
-* given successful results, every plan finishes within 100 commands.
+* given successful results, every plan finishes within 100 commands
+  (``MAX_COMMANDS``), whatever its number of targets: a node step is one
+  command for all the nodes (``commands.node``), and the operations that
+  issue commands per queue entry take a bounded batch of entries.
 
 ``ScriptedOperation`` writes a plan as a generator that yields commands and
 receives their results, replayed from the start on every call: the plan stays
@@ -24,10 +27,13 @@ a pure function of (operation, results) while reading like CKE's loops.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 import attrs
+
+#: Every plan finishes within this many commands when they succeed.
+MAX_COMMANDS: Final = 100
 
 
 @attrs.frozen
@@ -52,7 +58,12 @@ class Command:
 
 @attrs.frozen
 class CommandResult:
-    """What the shell reports back for one command."""
+    """What the shell reports back for one command.
+
+    A command over several nodes (or Nodes) is ``ok`` only if it succeeded on
+    every one; when it failed, ``value`` may map each failed node to its error
+    (``failed_nodes``).
+    """
 
     ok: bool = True
     value: Any = None
@@ -60,6 +71,18 @@ class CommandResult:
 
 
 SUCCESS = CommandResult()
+
+
+def failed_nodes(nodes: Iterable[str], result: CommandResult) -> tuple[str, ...]:
+    """The nodes a multi-node command failed on, in the order of ``nodes``: none if
+    it succeeded; those its ``value`` maps to an error when the result gives that
+    detail; otherwise all of them."""
+    if result.ok:
+        return ()
+    nodes = tuple(nodes)
+    if isinstance(result.value, Mapping) and result.value:
+        return tuple(n for n in nodes if n in result.value)
+    return nodes
 
 
 @attrs.frozen

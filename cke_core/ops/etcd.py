@@ -11,6 +11,8 @@ Data volume: ``options.etcd.volume_name`` (default ``etcd-cke``), mounted at
 ``/var/lib/etcd``. Volume ``etcd-added-member`` marks a CP whose member joined
 the cluster completely; it is created last by bootstrap and add-member and
 removed first by add-member and destroy-member.
+
+A node step is one command for all the operation's nodes (``commands.node``).
 """
 
 from __future__ import annotations
@@ -63,27 +65,36 @@ def _volume(cluster: Cluster) -> str:
 def _prepare_and_write(
     cluster: Cluster, images: Images, nodes: Sequence[Node]
 ) -> tuple[Command, ...]:
-    """``prepare-etcd-certificates`` on each node, then ``make-files`` on each node."""
+    """``prepare-etcd-certificates``, then ``make-files``, on all ``nodes``."""
+    targets = _addresses(nodes)
     return (
-        *(PrepareEtcdCertificates(n.address, etcd_certificate_requests(cluster, n)) for n in nodes),
-        *(MakeFiles(n.address, images.tools) for n in nodes),
+        PrepareEtcdCertificates(
+            targets, {n.address: etcd_certificate_requests(cluster, n) for n in nodes}
+        ),
+        MakeFiles(targets, images.tools),
     )
 
 
 def _run_etcd(
     cluster: Cluster,
     images: Images,
-    node: Node,
+    nodes: Sequence[Node],
     *,
     initial_cluster: Sequence[Node | str] | None = None,
     state: Literal["new", "existing"] | None = None,
 ) -> RunContainer:
+    """``run-container`` etcd on all ``nodes``, each with its own parameters."""
     return RunContainer(
-        node.address,
+        _addresses(nodes),
         components.ETCD,
         images.etcd,
         components.container_options(components.ETCD, cluster),
-        components.etcd_params(cluster, node, initial_cluster=initial_cluster, state=state),
+        {
+            n.address: components.etcd_params(
+                cluster, n, initial_cluster=initial_cluster, state=state
+            )
+            for n in nodes
+        },
         components.extra_params(cluster, components.ETCD),
     )
 
@@ -134,19 +145,16 @@ class EtcdBootstrapOp(Operation):
 
     @functools.cached_property
     def _plan(self) -> tuple[Command, ...]:
-        cps = self.control_planes
-        endpoints = etcd_endpoints(self.targets)
+        cps, targets = self.control_planes, self.targets
+        endpoints = etcd_endpoints(targets)
         return (
-            *(ImagePull(n.address, self.images.etcd) for n in cps),
+            ImagePull(targets, self.images.etcd),
             *_prepare_and_write(self.cluster, self.images, cps),
-            *(VolumeCreate(n.address, _volume(self.cluster)) for n in cps),
-            *(
-                _run_etcd(self.cluster, self.images, n, initial_cluster=cps, state="new")
-                for n in cps
-            ),
+            VolumeCreate(targets, _volume(self.cluster)),
+            _run_etcd(self.cluster, self.images, cps, initial_cluster=cps, state="new"),
             WaitEtcdSync(endpoints),
             SetupEtcdAuth(endpoints),
-            *(VolumeCreate(n.address, ADDED_MEMBER_VOLUME) for n in cps),
+            VolumeCreate(targets, ADDED_MEMBER_VOLUME),
         )
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
@@ -171,7 +179,7 @@ class EtcdStartOp(Operation):
     def _plan(self) -> tuple[Command, ...]:
         return (
             *_prepare_and_write(self.cluster, self.images, self.nodes),
-            *(_run_etcd(self.cluster, self.images, n) for n in self.nodes),
+            _run_etcd(self.cluster, self.images, self.nodes),
             WaitEtcdSync(etcd_endpoints(self.targets)),
         )
 
@@ -224,13 +232,14 @@ class EtcdAddMemberOp(Operation):
     @functools.cached_property
     def _before_add(self) -> tuple[Command, ...]:
         addr = self.node.address
+        on = (addr,)
         volume = _volume(self.cluster)
         return (
-            ImagePull(addr, self.images.etcd),
-            StopContainer(addr, components.ETCD),
-            VolumeRemove(addr, ADDED_MEMBER_VOLUME),
-            VolumeRemove(addr, volume),
-            VolumeCreate(addr, volume),
+            ImagePull(on, self.images.etcd),
+            StopContainer(on, components.ETCD),
+            VolumeRemove(on, ADDED_MEMBER_VOLUME),
+            VolumeRemove(on, volume),
+            VolumeCreate(on, volume),
             *_prepare_and_write(self.cluster, self.images, (self.node,)),
             AddEtcdMember(etcd_endpoints(_addresses(self.control_planes)), addr),
         )
@@ -240,7 +249,7 @@ class EtcdAddMemberOp(Operation):
         addr = self.node.address
         return (
             WaitEtcdSync(etcd_endpoints((addr,))),
-            VolumeCreate(addr, ADDED_MEMBER_VOLUME),
+            VolumeCreate((addr,), ADDED_MEMBER_VOLUME),
         )
 
     def run_command(self, members: object) -> RunContainer:
@@ -254,7 +263,7 @@ class EtcdAddMemberOp(Operation):
             # Starting without --initial-cluster would create a new one-member cluster.
             raise ValueError("add-etcd-member answered a member list without peer URLs")
         return _run_etcd(
-            self.cluster, self.images, self.node, initial_cluster=entries, state="existing"
+            self.cluster, self.images, (self.node,), initial_cluster=entries, state="existing"
         )
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
@@ -308,11 +317,12 @@ class EtcdDestroyMemberOp(Operation):
     def _plan(self) -> tuple[Command, ...]:
         endpoints = etcd_endpoints(_addresses(self.control_planes))
         volume = _volume(self.cluster)
+        targets = self.targets
         return (
-            *(VolumeRemove(n.address, ADDED_MEMBER_VOLUME) for n in self.nodes),
+            VolumeRemove(targets, ADDED_MEMBER_VOLUME),
             RemoveEtcdMember(endpoints, self.ids),
-            KillContainers(self.targets, components.ETCD),
-            *(VolumeRemove(n.address, volume) for n in self.nodes),
+            KillContainers(targets, components.ETCD),
+            VolumeRemove(targets, volume),
             WaitEtcdSync(endpoints),
         )
 
@@ -332,7 +342,7 @@ class EtcdMarkMemberOp(Operation):
         return _addresses(self.nodes)
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
-        return nth(tuple(VolumeCreate(a, ADDED_MEMBER_VOLUME) for a in self.targets), results)
+        return nth((VolumeCreate(self.targets, ADDED_MEMBER_VOLUME),), results)
 
 
 # ---------------------------------------------------------------------------
@@ -362,12 +372,12 @@ class EtcdRestartOp(Operation):
 
     @functools.cached_property
     def _plan(self) -> tuple[Command, ...]:
-        addr = self.node.address
+        on = (self.node.address,)
         return (
             WaitEtcdSync(etcd_endpoints(_addresses(self.control_planes)), redundancy=True),
-            ImagePull(addr, self.images.etcd),
-            StopContainer(addr, components.ETCD),
-            _run_etcd(self.cluster, self.images, self.node),
+            ImagePull(on, self.images.etcd),
+            StopContainer(on, components.ETCD),
+            _run_etcd(self.cluster, self.images, (self.node,)),
         )
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:

@@ -1,10 +1,12 @@
 """Kubernetes components on nodes (§C.2): apiserver, controller manager, scheduler,
 kubelet and kube-proxy, all from the kubernetes image.
 
-Each operation runs CKE's steps in CKE's order; a step that CKE runs on all
-the operation's nodes at once is one command per node here, all nodes of a
-step before the next step (so, as in CKE, every node has its files before
-any container is restarted). Certificates, kubeconfigs and the encryption
+Each operation runs CKE's steps in CKE's order; a step is one command for all
+the operation's nodes, as in CKE (the shell runs its per-node parts
+concurrently), and a step finishes on every node before the next one starts
+(so every node has its files before any container is restarted). An
+operation therefore issues the same number of commands whatever its number of
+nodes (at most nine, for a kubelet bootstrap). Certificates, kubeconfigs and the encryption
 configuration are ``prepare-*`` requests; ``make-files`` writes them with the
 non-secret files the core renders (``commands.node``).
 
@@ -66,36 +68,33 @@ class _ComponentOp(Operation):
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
         return nth(self._plan, results)
 
-    def _pull(self) -> tuple[Command, ...]:
-        return tuple(ImagePull(n.address, self.images.kubernetes) for n in self.nodes)
+    def _pull(self) -> ImagePull:
+        return ImagePull(self.targets, self.images.kubernetes)
 
-    def _write(self, files_of: Callable[[Node], Sequence[files.File]]) -> tuple[Command, ...]:
-        return tuple(
-            MakeFiles(n.address, self.images.tools, tuple(files_of(n))) for n in self.nodes
-        )
+    def _write(self, files_of: Callable[[Node], Sequence[files.File]] | None = None) -> MakeFiles:
+        """``make-files``: the staged files, and ``files_of(node)`` on each node (a node
+        without files of its own is left out of ``files``)."""
+        by_node = {n.address: tuple(files_of(n)) for n in self.nodes} if files_of else {}
+        return MakeFiles(self.targets, self.images.tools, {a: f for a, f in by_node.items() if f})
 
     def _run(
         self, params_of: Callable[[Cluster, Node], ServiceParams], *, restart: bool
-    ) -> tuple[Command, ...]:
-        options = components.container_options(self.CONTAINER, self.cluster)
-        extra = components.extra_params(self.cluster, self.CONTAINER)
-        return tuple(
-            RunContainer(
-                n.address,
-                self.CONTAINER,
-                self.images.kubernetes,
-                options,
-                params_of(self.cluster, n),
-                extra,
-                restart,
-            )
-            for n in self.nodes
+    ) -> RunContainer:
+        return RunContainer(
+            self.targets,
+            self.CONTAINER,
+            self.images.kubernetes,
+            components.container_options(self.CONTAINER, self.cluster),
+            {n.address: params_of(self.cluster, n) for n in self.nodes},
+            components.extra_params(self.cluster, self.CONTAINER),
+            restart,
         )
 
-
-def _no_files(node: Node) -> tuple[files.File, ...]:
-    del node
-    return ()
+    def _same_kubeconfigs(
+        self, *kubeconfigs: files.KubeconfigRequest
+    ) -> dict[str, tuple[files.KubeconfigRequest, ...]]:
+        """The same kubeconfig requests for every node."""
+        return dict.fromkeys(self.targets, kubeconfigs)
 
 
 # ---------------------------------------------------------------------------
@@ -118,23 +117,21 @@ class KubeAPIServerRestartOp(_ComponentOp):
     def _plan(self) -> tuple[Command, ...]:
         audit = files.audit_policy_file(self.cluster)
         audit_files = (audit,) if audit is not None else ()
+        targets = self.targets
         return (
-            *self._pull(),
-            *(
-                MakeDirs(n.address, self.images.tools, (files.APISERVER_DIR,), "700")
-                for n in self.nodes
+            self._pull(),
+            MakeDirs(targets, self.images.tools, (files.APISERVER_DIR,), "700"),
+            PrepareAPIServerFiles(
+                targets,
+                {
+                    n.address: files.api_server_certificate_requests(self.cluster, n)
+                    for n in self.nodes
+                },
+                encryption_config=files.ENCRYPTION_CONFIG_PATH,
             ),
-            *(
-                PrepareAPIServerFiles(
-                    n.address,
-                    files.api_server_certificate_requests(self.cluster, n),
-                    encryption_config=files.ENCRYPTION_CONFIG_PATH,
-                )
-                for n in self.nodes
-            ),
-            *self._write(lambda n: audit_files),
-            *(StopContainer(n.address, self.CONTAINER) for n in self.nodes),
-            *self._run(components.api_server_params, restart=False),
+            self._write(lambda n: audit_files),
+            StopContainer(targets, self.CONTAINER),
+            self._run(components.api_server_params, restart=False),
         )
 
 
@@ -147,17 +144,17 @@ class KubeControllerManagerBootstrapOp(_ComponentOp):
     def _plan(self) -> tuple[Command, ...]:
         kubeconfig = files.controller_manager_kubeconfig(self.cluster)
         return (
-            *self._pull(),
-            *(
-                PrepareControllerManagerFiles(
-                    n.address,
-                    files.controller_manager_pki_requests(self.cluster, n),
-                    (kubeconfig,),
-                )
-                for n in self.nodes
+            self._pull(),
+            PrepareControllerManagerFiles(
+                self.targets,
+                {
+                    n.address: files.controller_manager_pki_requests(self.cluster, n)
+                    for n in self.nodes
+                },
+                self._same_kubeconfigs(kubeconfig),
             ),
-            *self._write(_no_files),
-            *self._run(components.controller_manager_params, restart=False),
+            self._write(),
+            self._run(components.controller_manager_params, restart=False),
         )
 
 
@@ -171,8 +168,8 @@ class KubeControllerManagerRestartOp(_ComponentOp):
     @functools.cached_property
     def _plan(self) -> tuple[Command, ...]:
         return (
-            *self._pull(),
-            *self._run(components.controller_manager_params, restart=True),
+            self._pull(),
+            self._run(components.controller_manager_params, restart=True),
         )
 
 
@@ -186,10 +183,10 @@ class _SchedulerOp(_ComponentOp):
         kubeconfig = files.scheduler_kubeconfig(self.cluster)
         config = files.scheduler_files(self.cluster)
         return (
-            *self._pull(),
-            *(PrepareSchedulerFiles(n.address, kubeconfigs=(kubeconfig,)) for n in self.nodes),
-            *self._write(lambda n: config),
-            *self._run(components.scheduler_params, restart=self.RESTART),
+            self._pull(),
+            PrepareSchedulerFiles(self.targets, kubeconfigs=self._same_kubeconfigs(kubeconfig)),
+            self._write(lambda n: config),
+            self._run(components.scheduler_params, restart=self.RESTART),
         )
 
 
@@ -223,8 +220,12 @@ class _KubeletOp(_ComponentOp):
     def _config_file(self, node: Node) -> files.File:
         return files.kubelet_config_file(self.cluster, node, self.running_configs.get(node.address))
 
-    def _wait(self) -> tuple[Command, ...]:
-        return tuple(WaitForKubeletReady(n.address) for n in self.nodes)
+    def _wait(self) -> WaitForKubeletReady:
+        return WaitForKubeletReady(self.targets)
+
+    def _kubeconfigs(self) -> dict[str, tuple[files.KubeconfigRequest, ...]]:
+        """Each node's kubelet kubeconfig."""
+        return {n.address: (files.kubelet_kubeconfig(self.cluster, n),) for n in self.nodes}
 
 
 @attrs.frozen
@@ -246,35 +247,36 @@ class KubeletBootstrapOp(_KubeletOp):
 
     @functools.cached_property
     def _plan(self) -> tuple[Command, ...]:
-        tools = self.images.tools
+        tools, targets = self.images.tools, self.targets
         cni = files.cni_conf_file(self.cluster)
         boot_taints = self.cluster.options.kubelet.boot_taints
-        registered = tuple(n.nodename for n in self.nodes if n.address in self.registered)
+        registered_addresses = frozenset(self.registered)
+        registered = tuple(n.nodename for n in self.nodes if n.address in registered_addresses)
 
         def node_files(node: Node) -> tuple[files.File, ...]:
             return (cni, self._config_file(node)) if cni else (self._config_file(node),)
 
         return (
-            *self._pull(),
-            *((EmptyDir(n.address, tools, files.CNI_CONF_DIR) for n in self.nodes) if cni else ()),
-            *(MakeDirs(n.address, tools, files.KUBELET_BOOT_DIRS) for n in self.nodes),
-            *(
-                PrepareKubeletFiles(
-                    n.address,
-                    files.kubelet_certificate_requests(self.cluster, n),
-                    (files.kubelet_kubeconfig(self.cluster, n),),
-                )
-                for n in self.nodes
+            self._pull(),
+            *((EmptyDir(targets, tools, files.CNI_CONF_DIR),) if cni else ()),
+            MakeDirs(targets, tools, files.KUBELET_BOOT_DIRS),
+            PrepareKubeletFiles(
+                targets,
+                {
+                    n.address: files.kubelet_certificate_requests(self.cluster, n)
+                    for n in self.nodes
+                },
+                self._kubeconfigs(),
             ),
-            *self._write(node_files),
-            *(InstallCNI(n.address, tools) for n in self.nodes),
+            self._write(node_files),
+            InstallCNI(targets, tools),
             *(
                 (RetaintBeforeKubeletBoot(registered, boot_taints, self.apiserver),)
                 if registered and boot_taints
                 else ()
             ),
-            *self._run(components.kubelet_params, restart=False),
-            *self._wait(),
+            self._run(components.kubelet_params, restart=False),
+            self._wait(),
         )
 
 
@@ -288,18 +290,20 @@ class KubeletRestartOp(_KubeletOp):
     @functools.cached_property
     def _plan(self) -> tuple[Command, ...]:
         return (
-            *self._pull(),
-            *(
-                PrepareKubeletConfig(
-                    n.address,
-                    attrs.evolve(files.kubelet_certificate_requests(self.cluster, n), ca_copies=()),
-                    (files.kubelet_kubeconfig(self.cluster, n),),
-                )
-                for n in self.nodes
+            self._pull(),
+            PrepareKubeletConfig(
+                self.targets,
+                {
+                    n.address: attrs.evolve(
+                        files.kubelet_certificate_requests(self.cluster, n), ca_copies=()
+                    )
+                    for n in self.nodes
+                },
+                self._kubeconfigs(),
             ),
-            *self._write(lambda n: (self._config_file(n),)),
-            *self._run(components.kubelet_params, restart=True),
-            *self._wait(),
+            self._write(lambda n: (self._config_file(n),)),
+            self._run(components.kubelet_params, restart=True),
+            self._wait(),
         )
 
 
@@ -312,10 +316,10 @@ class _ProxyOp(_ComponentOp):
     def _plan(self) -> tuple[Command, ...]:
         kubeconfig = files.proxy_kubeconfig(self.cluster)
         return (
-            *self._pull(),
-            *(PrepareProxyFiles(n.address, kubeconfigs=(kubeconfig,)) for n in self.nodes),
-            *self._write(lambda n: files.proxy_files(self.cluster, n)),
-            *self._run(components.proxy_params, restart=self.RESTART),
+            self._pull(),
+            PrepareProxyFiles(self.targets, kubeconfigs=self._same_kubeconfigs(kubeconfig)),
+            self._write(lambda n: files.proxy_files(self.cluster, n)),
+            self._run(components.proxy_params, restart=self.RESTART),
         )
 
 

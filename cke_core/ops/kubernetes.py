@@ -232,8 +232,9 @@ class UpdateEndpointSliceOp(_OnAPIServer):
 
 @attrs.frozen
 class UpdateNodeOp(Operation):
-    """``update-node``: write the desired labels, annotations and taints of each
-    Node (one ``update-node`` command per Node, in order). Targets: the Node names."""
+    """``update-node``: write the desired labels, annotations and taints of the
+    Nodes, with one ``update-node`` command for all of them (CKE's
+    ``nodeUpdateCommand``). Targets: the Node names."""
 
     NAME: ClassVar[str] = "update-node"
 
@@ -245,17 +246,18 @@ class UpdateNodeOp(Operation):
         return tuple(node.name for node in self.nodes)
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
-        return nth(tuple(UpdateNode(self.apiserver, node) for node in self.nodes), results)
+        return nth((UpdateNode(self.apiserver, self.nodes),), results)
 
 
 @attrs.frozen
 class RemoveNodeOp(_OnAPIServer):
-    """``remove-node``: remove Node objects that no cluster.yml node maps to
-    (one ``remove-node`` command per name: skip if being deleted, cordon, delete)."""
+    """``remove-node``: remove Node objects that no cluster.yml node maps to, with
+    one ``remove-node`` command for all the names (for each: skip if being
+    deleted, cordon, delete)."""
 
     NAME: ClassVar[str] = "remove-node"
 
     names: tuple[str, ...] = attrs.field(converter=_strings)
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
-        return nth(tuple(RemoveNode(self.apiserver, name) for name in self.names), results)
+        return nth((RemoveNode(self.apiserver, self.names),), results)

@@ -29,6 +29,17 @@ eviction has run; here it is the decision's time, so an expiry can be earlier by
 the duration of the drain.) The jitter is ``cke_core.backoff``'s, from ``seed``
 and the entry index and count.
 
+Batches
+-------
+Every plan stays within 100 commands (``ops.base``) however long the queue:
+an operation over entries takes at most ``BATCH`` of them, in order, and its
+targets are those; the next decision takes the rest, which are still in the
+state that selected them. ``BATCH`` is what the worst case per entry allows
+(a drain start: 6 commands; a reboot: 2; a timeout: 2; a deletion: 1). The
+delete-DaemonSet-pod and reboot operations run over the same entries, so they
+share a batch. ``reboot-uncordon`` is one ``uncordon-node`` command for all
+its Nodes.
+
 The "is it cancelled now?" check
 --------------------------------
 CKE's ``drainBackOff`` re-reads the entry and leaves it alone when ``ckecli
@@ -42,7 +53,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Generator, Iterable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import attrs
 
@@ -56,6 +67,7 @@ from cke_core.commands.queue import (
     UpdateRebootQueueEntry,
 )
 from cke_core.ops.base import (
+    MAX_COMMANDS,
     Command,
     CommandResult,
     Operation,
@@ -83,6 +95,34 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
 
 def _entry_nodes(entries: Sequence[RebootQueueEntry]) -> tuple[str, ...]:
     return tuple(entry.node for entry in entries)
+
+
+#: The entries a drain of reboot candidates takes at once (≤ 6 commands each).
+DRAIN_BATCH: Final = MAX_COMMANDS // 6
+#: The drained entries rebooted at once (2 commands each; also the DaemonSet pod batch).
+REBOOT_BATCH: Final = MAX_COMMANDS // 2
+#: The timed-out drains backed off at once (a read and a write each).
+TIMEOUT_BATCH: Final = MAX_COMMANDS // 2
+#: The entries deleted at once by reboot-dequeue and reboot-cancel.
+DELETE_BATCH: Final = MAX_COMMANDS
+
+
+class _Batched:
+    """Mixin of the operations over ``entries``: they process ``batch``, the first
+    ``BATCH`` entries, and target those entries' nodes."""
+
+    __slots__ = ()
+    BATCH: ClassVar[int] = MAX_COMMANDS
+    entries: tuple[RebootQueueEntry, ...]
+
+    @property
+    def batch(self) -> tuple[RebootQueueEntry, ...]:
+        """The entries this operation processes (the others wait for the next decision)."""
+        return self.entries[: self.BATCH]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return _entry_nodes(self.batch)
 
 
 def reboot_backoff(
@@ -124,8 +164,8 @@ def reboot_backoff(
 
 
 @attrs.frozen
-class RebootDrainStartOp(ScriptedOperation):
-    """``reboot-drain-start`` (§F.1), sequential over ``entries``.
+class RebootDrainStartOp(_Batched, ScriptedOperation):
+    """``reboot-drain-start`` (§F.1), sequential over its ``batch`` of ``entries``.
 
     For each entry: write it ``draining`` (LTT = now), cordon the Node, run the
     eviction dry run. Then, for the entries that got through, the real
@@ -134,6 +174,7 @@ class RebootDrainStartOp(ScriptedOperation):
     """
 
     NAME: ClassVar[str] = "reboot-drain-start"
+    BATCH: ClassVar[int] = DRAIN_BATCH
     INFO_FORMAT: ClassVar[str] = "failed to drain some nodes: {}"
     tolerates_failures: ClassVar[bool] = True
 
@@ -142,10 +183,6 @@ class RebootDrainStartOp(ScriptedOperation):
     reboot: Reboot
     now: datetime.datetime = attrs.field(converter=transition_time)
     seed: int
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return _entry_nodes(self.entries)
 
     def _evict(self, node: str, *, dry_run: bool) -> EvictPods:
         return EvictPods(
@@ -160,13 +197,13 @@ class RebootDrainStartOp(ScriptedOperation):
 
     def script(self, trace: Trace) -> Script:
         passed: list[RebootQueueEntry] = []
-        for entry in self.entries:
+        for entry in self.batch:
             draining = attrs.evolve(
                 entry, status=RebootStatus.DRAINING, last_transition_time=self.now
             )
             result = yield UpdateRebootQueueEntry(draining)
             if result.ok:
-                result = yield CordonNode(self.apiserver, entry.node)
+                result = yield CordonNode(self.apiserver, (entry.node,))
             if result.ok:
                 result = yield self._evict(entry.node, dry_run=True)
             if result.ok:
@@ -185,30 +222,27 @@ class RebootDrainStartOp(ScriptedOperation):
 
 
 @attrs.frozen
-class RebootDeleteDaemonSetPodOp(ScriptedOperation):
+class RebootDeleteDaemonSetPodOp(_Batched, ScriptedOperation):
     """``reboot-delete-daemonset-pod``: delete the pods of OnDelete DaemonSets on
     each drained node before its reboot; a failure is noted in ``info`` only."""
 
     NAME: ClassVar[str] = "reboot-delete-daemonset-pod"
+    BATCH: ClassVar[int] = REBOOT_BATCH
     INFO_FORMAT: ClassVar[str] = "failed to delete DaemonSet pods on some nodes: {}"
     tolerates_failures: ClassVar[bool] = True
 
     apiserver: str
     entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return _entry_nodes(self.entries)
-
     def script(self, trace: Trace) -> Script:
-        for entry in self.entries:
+        for entry in self.batch:
             result = yield DeleteDaemonSetPods(self.apiserver, entry.node)
             if not result.ok:
                 trace.failed.append(entry.node)
 
 
 @attrs.frozen
-class RebootRebootOp(ScriptedOperation):
+class RebootRebootOp(_Batched, ScriptedOperation):
     """``reboot-reboot``: per entry, write it ``rebooting`` (LTT = now), then run
     ``reboot_command <address>`` on the engine's host with the configured
     timeout, retries and interval. If every try fails the node is listed in
@@ -217,6 +251,7 @@ class RebootRebootOp(ScriptedOperation):
     in order."""
 
     NAME: ClassVar[str] = "reboot-reboot"
+    BATCH: ClassVar[int] = REBOOT_BATCH
     INFO_FORMAT: ClassVar[str] = "failed to reboot some nodes: {}"
     tolerates_failures: ClassVar[bool] = True
 
@@ -224,12 +259,8 @@ class RebootRebootOp(ScriptedOperation):
     reboot: Reboot
     now: datetime.datetime = attrs.field(converter=transition_time)
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return _entry_nodes(self.entries)
-
     def script(self, trace: Trace) -> Script:
-        for entry in self.entries:
+        for entry in self.batch:
             rebooting = attrs.evolve(
                 entry, status=RebootStatus.REBOOTING, last_transition_time=self.now
             )
@@ -249,22 +280,19 @@ class RebootRebootOp(ScriptedOperation):
 
 
 @attrs.frozen
-class RebootDrainTimeoutOp(ScriptedOperation):
+class RebootDrainTimeoutOp(_Batched, ScriptedOperation):
     """``reboot-drain-timeout``: back off every entry that drained for longer than
     ``eviction_timeout_seconds`` (the same backoff as a failed drain)."""
 
     NAME: ClassVar[str] = "reboot-drain-timeout"
+    BATCH: ClassVar[int] = TIMEOUT_BATCH
 
     entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
     now: datetime.datetime = attrs.field(converter=transition_time)
     seed: int
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return _entry_nodes(self.entries)
-
     def script(self, trace: Trace) -> Script:
-        for entry in self.entries:
+        for entry in self.batch:
             if not (yield from reboot_backoff(entry, self.now, self.seed, trace)):
                 return
 
@@ -272,7 +300,8 @@ class RebootDrainTimeoutOp(ScriptedOperation):
 @attrs.frozen
 class RebootUncordonOp(Operation):
     """``reboot-uncordon``: remove the reboot annotation and make the Nodes
-    schedulable again. Targets: the Node names."""
+    schedulable again, with one ``uncordon-node`` command for all of them (CKE's
+    ``rebootUncordonCommand``). Targets: the Node names."""
 
     NAME: ClassVar[str] = "reboot-uncordon"
 
@@ -284,24 +313,20 @@ class RebootUncordonOp(Operation):
         return self.node_names
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
-        commands = tuple(UncordonNode(self.apiserver, name) for name in self.node_names)
-        return nth(commands, results)
+        return nth((UncordonNode(self.apiserver, self.node_names),), results)
 
 
 @attrs.frozen
-class RebootDequeueOp(Operation):
+class RebootDequeueOp(_Batched, Operation):
     """``reboot-dequeue``: delete the entries of nodes that have booted."""
 
     NAME: ClassVar[str] = "reboot-dequeue"
+    BATCH: ClassVar[int] = DELETE_BATCH
 
     entries: tuple[RebootQueueEntry, ...] = attrs.field(converter=_entries)
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return _entry_nodes(self.entries)
-
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:
-        commands = tuple(DeleteRebootQueueEntry(e.index, e.node) for e in self.entries)
+        commands = tuple(DeleteRebootQueueEntry(e.index, e.node) for e in self.batch)
         return nth(commands, results)
 
 

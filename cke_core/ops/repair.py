@@ -110,7 +110,7 @@ class RepairDrainStartOp(ScriptedOperation):
         if result.ok:
             result = yield self._evict(dry_run=True)
         if result.ok:
-            result = yield CordonNode(self.apiserver, _node_name(self.entry))
+            result = yield CordonNode(self.apiserver, (_node_name(self.entry),))
         if result.ok:
             result = yield self._evict(dry_run=False)
         if result.ok:

@@ -3,7 +3,7 @@
 ``rivers`` runs on every node and listens on 127.0.0.1:16443; ``etcd-rivers``
 runs on CPs and listens on 127.0.0.1:12379. Both come from the tools image.
 Each operation pulls the image on every node, then (re)starts the container
-on every node, one command per node and step.
+on every node: one command per step, for all the nodes.
 """
 
 from __future__ import annotations
@@ -46,14 +46,11 @@ class _ProxyOp(Operation):
         builtin = self._builtin()
         extra = components.extra_params(self.cluster, self.CONTAINER)
         options = components.container_options(self.CONTAINER, self.cluster)
+        targets = self.targets
+        params = dict.fromkeys(targets, builtin)
         return (
-            *(ImagePull(n.address, image) for n in self.nodes),
-            *(
-                RunContainer(
-                    n.address, self.CONTAINER, image, options, builtin, extra, self.RESTART
-                )
-                for n in self.nodes
-            ),
+            ImagePull(targets, image),
+            RunContainer(targets, self.CONTAINER, image, options, params, extra, self.RESTART),
         )
 
     def next_command(self, results: Sequence[CommandResult]) -> Command | None:

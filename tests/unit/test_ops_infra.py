@@ -8,6 +8,8 @@ command depends on an earlier result or on the spec.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -82,7 +84,9 @@ from cke_core.ops.rivers import (
 from cke_core.ops.upgrade import UpgradeOp
 from cke_core.render import components, files
 from cke_core.render.images import Images
+from cke_core.simulation import ssh_targets
 from cke_core.status import EtcdMember
+from cke_core.testing import step_ops
 
 CPS = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
 WORKERS = ("10.0.0.14", "10.0.0.15", "10.0.0.16")
@@ -144,8 +148,9 @@ def steps(op: Operation, respond: Answer = answer) -> list[tuple[str, str]]:
     return [(c.name, c.target) for c in run(op, respond)]
 
 
-def each(name: str, addresses: Sequence[str]) -> list[tuple[str, str]]:
-    return [(name, a) for a in addresses]
+def step(name: str, addresses: Sequence[str]) -> list[tuple[str, str]]:
+    """A node step: one command for all ``addresses``, its target their joined list."""
+    return [(name, ",".join(addresses))]
 
 
 def of_type(commands: Sequence[Command], kind: type[T]) -> list[T]:
@@ -199,7 +204,7 @@ def test_rivers(
     assert op.name == name
     assert op.targets == addresses
     commands = run(op)
-    assert [(c.name, c.target) for c in commands] == each("image-pull", addresses) + each(
+    assert [(c.name, c.target) for c in commands] == step("image-pull", addresses) + step(
         "run-container", addresses
     )
     assert all(getattr(c, "image", None) == TOOLS for c in commands)
@@ -208,11 +213,12 @@ def test_rivers(
         if container == "rivers"
         else components.etcd_rivers_params(cluster)
     )
-    for run_command in of_type(commands, RunContainer):
-        assert run_command.container == container
-        assert run_command.restart is restart
-        assert run_command.params == builtin
-        assert run_command.extra == components.extra_params(cluster, container)
+    (run_command,) = of_type(commands, RunContainer)
+    assert run_command.nodes == addresses
+    assert run_command.container == container
+    assert run_command.restart is restart
+    assert run_command.params == dict.fromkeys(addresses, builtin)
+    assert run_command.extra == components.extra_params(cluster, container)
     assert of_type(commands, RunContainer)[0].extra.extra_args == (
         ("--x",) if container == "rivers" else ()
     )
@@ -220,7 +226,7 @@ def test_rivers(
 
 def test_rivers_upstreams_are_the_control_planes() -> None:
     run_command = of_type(run(RiversBootstrapOp(CLUSTER, IMAGES, ALL_NODES)), RunContainer)[0]
-    assert run_command.params.extra_args == (
+    assert run_command.params_of("10.0.0.16").extra_args == (
         "rivers",
         "--upstreams=10.0.0.11:6443,10.0.0.12:6443,10.0.0.13:6443",
         "--listen=127.0.0.1:16443",
@@ -238,29 +244,30 @@ def test_etcd_bootstrap() -> None:
     assert op.targets == CPS
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", CPS),
-        *each("prepare-etcd-certificates", CPS),
-        *each("make-files", CPS),
-        *each("volume-create", CPS),
-        *each("run-container", CPS),
+        *step("image-pull", CPS),
+        *step("prepare-etcd-certificates", CPS),
+        *step("make-files", CPS),
+        *step("volume-create", CPS),
+        *step("run-container", CPS),
         ("wait-etcd-sync", EPS),
         ("setup-etcd-auth", EPS),
-        *each("volume-create", CPS),
+        *step("volume-create", CPS),
     ]
     volumes = [getattr(c, "volume", None) for c in commands if c.name == "volume-create"]
-    assert volumes == ["etcd-cke"] * 3 + ["etcd-added-member"] * 3
-    runs = of_type(commands, RunContainer)
+    assert volumes == ["etcd-cke", "etcd-added-member"]
+    (run_command,) = of_type(commands, RunContainer)
     initial = ",".join(f"{a}=https://{a}:2380" for a in CPS)
-    for node, run_command in zip(CP_NODES, runs, strict=True):
-        assert run_command.image == IMAGES.etcd
-        assert run_command.container == "etcd"
-        assert run_command.restart is False
-        assert run_command.options == ("--mount", "type=volume,src=etcd-cke,dst=/var/lib/etcd")
-        assert run_command.params == components.etcd_params(
+    assert run_command.image == IMAGES.etcd
+    assert run_command.container == "etcd"
+    assert run_command.restart is False
+    assert run_command.options == ("--mount", "type=volume,src=etcd-cke,dst=/var/lib/etcd")
+    for node in CP_NODES:
+        params = run_command.params_of(node.address)
+        assert params == components.etcd_params(
             CLUSTER, node, initial_cluster=CP_NODES, state="new"
         )
-        assert f"--initial-cluster={initial}" in run_command.params.extra_args
-        assert "--initial-cluster-state=new" in run_command.params.extra_args
+        assert f"--initial-cluster={initial}" in params.extra_args
+        assert "--initial-cluster-state=new" in params.extra_args
     sync = of_type(commands, WaitEtcdSync)[0]
     assert sync.endpoints == EP
     assert sync.redundancy is False
@@ -268,12 +275,13 @@ def test_etcd_bootstrap() -> None:
 
 def test_etcd_bootstrap_prepares_each_node_its_certificates() -> None:
     commands = run(EtcdBootstrapOp(CLUSTER, IMAGES, CP_NODES))
-    prepares = of_type(commands, PrepareEtcdCertificates)
-    for node, prepare in zip(CP_NODES, prepares, strict=True):
-        assert prepare.pki == files.etcd_certificate_requests(CLUSTER, node)
-    for make in of_type(commands, MakeFiles):
-        assert make.image == TOOLS
-        assert make.files == ()
+    (prepare,) = of_type(commands, PrepareEtcdCertificates)
+    for node in CP_NODES:
+        assert prepare.pki_of(node.address) == files.etcd_certificate_requests(CLUSTER, node)
+    (make,) = of_type(commands, MakeFiles)
+    assert make.nodes == CPS
+    assert make.image == TOOLS
+    assert make.files == {}
 
 
 def test_etcd_uses_the_configured_volume() -> None:
@@ -297,14 +305,15 @@ def test_etcd_start() -> None:
     assert op.targets == addresses
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("prepare-etcd-certificates", addresses),
-        *each("make-files", addresses),
-        *each("run-container", addresses),
+        *step("prepare-etcd-certificates", addresses),
+        *step("make-files", addresses),
+        *step("run-container", addresses),
         ("wait-etcd-sync", ",".join(f"https://{a}:2379" for a in addresses)),
     ]
-    for run_command in of_type(commands, RunContainer):
-        assert not any(a.startswith("--initial-") for a in run_command.params.extra_args)
-        assert run_command.restart is False
+    (run_command,) = of_type(commands, RunContainer)
+    assert run_command.restart is False
+    for params in run_command.params.values():
+        assert not any(a.startswith("--initial-") for a in params.extra_args)
 
 
 def test_etcd_wait_cluster() -> None:
@@ -343,7 +352,7 @@ def test_etcd_add_member() -> None:
     assert add.endpoints == EP
     assert add.node == "10.0.0.13"
     run_command = of_type(commands, RunContainer)[0]
-    assert run_command.params == components.etcd_params(
+    assert run_command.params_of("10.0.0.13") == components.etcd_params(
         CLUSTER,
         node,
         initial_cluster=(
@@ -353,7 +362,7 @@ def test_etcd_add_member() -> None:
         ),
         state="existing",
     )
-    assert "--initial-cluster-state=existing" in run_command.params.extra_args
+    assert "--initial-cluster-state=existing" in run_command.params_of("10.0.0.13").extra_args
 
 
 def test_etcd_add_member_builds_initial_cluster_from_the_answer() -> None:
@@ -377,7 +386,7 @@ def test_etcd_add_member_builds_initial_cluster_from_the_answer() -> None:
     assert (
         "--initial-cluster=10.0.0.11=https://10.0.0.11:2380,old=https://10.0.0.99:2380,"
         "old=https://10.0.1.99:2380,10.0.0.14=https://10.0.0.14:2380"
-    ) in run_command.params.extra_args
+    ) in run_command.params_of("10.0.0.14").extra_args
     assert run_command.target == "10.0.0.14"
 
 
@@ -433,16 +442,17 @@ def test_etcd_destroy_member() -> None:
     assert op.targets == ("10.0.0.14", "10.0.0.15")
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("volume-remove", op.targets),
+        *step("volume-remove", op.targets),
         ("remove-etcd-member", "21,22"),
         ("kill-containers", "10.0.0.14,10.0.0.15"),
-        *each("volume-remove", op.targets),
+        *step("volume-remove", op.targets),
         ("wait-etcd-sync", EPS),
     ]
     assert of_type(commands, KillContainers)[0].container == "etcd"
     assert [getattr(c, "volume", None) for c in commands if c.name == "volume-remove"] == [
-        "etcd-added-member"
-    ] * 2 + ["etcd-cke"] * 2
+        "etcd-added-member",
+        "etcd-cke",
+    ]
 
 
 def test_etcd_destroy_member_removes_the_configured_volume() -> None:
@@ -458,7 +468,7 @@ def test_etcd_mark_member() -> None:
     assert op.name == "etcd-mark-member"
     assert op.targets == CPS[:2]
     commands = run(op)
-    assert [(c.name, c.target) for c in commands] == each("volume-create", CPS[:2])
+    assert [(c.name, c.target) for c in commands] == step("volume-create", CPS[:2])
     assert {getattr(c, "volume", None) for c in commands} == {"etcd-added-member"}
 
 
@@ -476,7 +486,7 @@ def test_etcd_restart() -> None:
     ]
     assert of_type(commands, WaitEtcdSync)[0].redundancy is True
     run_command = of_type(commands, RunContainer)[0]
-    assert run_command.params == components.etcd_params(CLUSTER, node)
+    assert run_command.params == {"10.0.0.12": components.etcd_params(CLUSTER, node)}
     assert run_command.image == IMAGES.etcd
 
 
@@ -500,15 +510,15 @@ def test_kube_apiserver_restart() -> None:
         ("run-container", "10.0.0.11"),
     ]
     assert of_type(commands, MakeDirs)[0] == MakeDirs(
-        "10.0.0.11", TOOLS, ("/etc/kubernetes/apiserver",), "700"
+        ("10.0.0.11",), TOOLS, ("/etc/kubernetes/apiserver",), "700"
     )
     prepare = of_type(commands, PrepareAPIServerFiles)[0]
-    assert prepare.pki == files.api_server_certificate_requests(CLUSTER, nodes[0])
+    assert prepare.pki == {"10.0.0.11": files.api_server_certificate_requests(CLUSTER, nodes[0])}
     assert prepare.encryption_config == "/etc/kubernetes/apiserver/encryption.yml"
-    assert of_type(commands, MakeFiles)[0].files == ()
+    assert of_type(commands, MakeFiles)[0].files == {}
     run_command = of_type(commands, RunContainer)[0]
     assert run_command.options == ("--mount", "type=tmpfs,dst=/run/kubernetes")
-    assert run_command.params == components.api_server_params(CLUSTER, nodes[0])
+    assert run_command.params_of("10.0.0.11") == components.api_server_params(CLUSTER, nodes[0])
     assert run_command.image == IMAGES.kubernetes
     assert run_command.restart is False
 
@@ -518,9 +528,9 @@ def test_kube_apiserver_restart_writes_the_audit_policy() -> None:
     cluster = make_cluster(
         Options(kube_api=APIServerParams(audit_log_enabled=True, audit_log_policy=policy))
     )
-    make = of_type(run(KubeAPIServerRestartOp(cluster, IMAGES, cluster.control_planes)), MakeFiles)
-    assert len(make) == 3
-    assert all(m.files == (files.File(files.audit_policy_path(policy), policy),) for m in make)
+    commands = run(KubeAPIServerRestartOp(cluster, IMAGES, cluster.control_planes))
+    (make,) = of_type(commands, MakeFiles)
+    assert make.files == dict.fromkeys(CPS, (files.File(files.audit_policy_path(policy), policy),))
 
 
 def test_kube_controller_manager_bootstrap_and_restart() -> None:
@@ -529,26 +539,31 @@ def test_kube_controller_manager_bootstrap_and_restart() -> None:
     assert boot.targets == CPS
     commands = run(boot)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", CPS),
-        *each("prepare-controller-manager-files", CPS),
-        *each("make-files", CPS),
-        *each("run-container", CPS),
+        *step("image-pull", CPS),
+        *step("prepare-controller-manager-files", CPS),
+        *step("make-files", CPS),
+        *step("run-container", CPS),
     ]
     prepare = of_type(commands, PrepareControllerManagerFiles)[0]
-    assert prepare.kubeconfigs == (files.controller_manager_kubeconfig(CLUSTER),)
-    assert prepare.pki == files.controller_manager_pki_requests(CLUSTER, CP_NODES[0])
+    assert prepare.kubeconfigs == dict.fromkeys(
+        CPS, (files.controller_manager_kubeconfig(CLUSTER),)
+    )
+    assert prepare.pki_of(CPS[0]) == files.controller_manager_pki_requests(CLUSTER, CP_NODES[0])
     assert not any(r.restart for r in of_type(commands, RunContainer))
 
     restart = KubeControllerManagerRestartOp(CLUSTER, IMAGES, CP_NODES)
     assert restart.name == "kube-controller-manager-restart"
     commands = run(restart)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", CPS),
-        *each("run-container", CPS),
+        *step("image-pull", CPS),
+        *step("run-container", CPS),
     ]
-    for node, run_command in zip(CP_NODES, of_type(commands, RunContainer), strict=True):
-        assert run_command.restart is True
-        assert run_command.params == components.controller_manager_params(CLUSTER, node)
+    (run_command,) = of_type(commands, RunContainer)
+    assert run_command.restart is True
+    for node in CP_NODES:
+        assert run_command.params_of(node.address) == components.controller_manager_params(
+            CLUSTER, node
+        )
 
 
 @pytest.mark.parametrize(
@@ -564,16 +579,16 @@ def test_kube_scheduler(op_class: type[KubeSchedulerBootstrapOp], name: str, res
     assert op.targets == CPS
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", CPS),
-        *each("prepare-scheduler-files", CPS),
-        *each("make-files", CPS),
-        *each("run-container", CPS),
+        *step("image-pull", CPS),
+        *step("prepare-scheduler-files", CPS),
+        *step("make-files", CPS),
+        *step("run-container", CPS),
     ]
-    assert of_type(commands, PrepareSchedulerFiles)[0].kubeconfigs == (
-        files.scheduler_kubeconfig(CLUSTER),
+    assert of_type(commands, PrepareSchedulerFiles)[0].kubeconfigs == dict.fromkeys(
+        CPS, (files.scheduler_kubeconfig(CLUSTER),)
     )
-    for make in of_type(commands, MakeFiles):
-        assert make.files == files.scheduler_files(CLUSTER)
+    (make,) = of_type(commands, MakeFiles)
+    assert make.files == dict.fromkeys(CPS, files.scheduler_files(CLUSTER))
     assert all(r.restart is restart for r in of_type(commands, RunContainer))
 
 
@@ -588,16 +603,16 @@ def test_kubelet_bootstrap_minimal() -> None:
     assert op.targets == ALL
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", ALL),
-        *each("make-dirs", ALL),
-        *each("prepare-kubelet-files", ALL),
-        *each("make-files", ALL),
-        *each("install-cni", ALL),
-        *each("run-container", ALL),
-        *each("wait-for-kubelet-ready", ALL),
+        *step("image-pull", ALL),
+        *step("make-dirs", ALL),
+        *step("prepare-kubelet-files", ALL),
+        *step("make-files", ALL),
+        *step("install-cni", ALL),
+        *step("run-container", ALL),
+        *step("wait-for-kubelet-ready", ALL),
     ]
     assert of_type(commands, MakeDirs)[0] == MakeDirs(
-        "10.0.0.11",
+        ALL,
         TOOLS,
         (
             "/opt/cni/bin",
@@ -609,15 +624,17 @@ def test_kubelet_bootstrap_minimal() -> None:
         ),
         "755",
     )
-    for node, make in zip(ALL_NODES, of_type(commands, MakeFiles), strict=True):
-        assert make.files == (files.kubelet_config_file(CLUSTER, node),)
-    for node, prepare in zip(ALL_NODES, of_type(commands, PrepareKubeletFiles), strict=True):
-        assert prepare.pki == files.kubelet_certificate_requests(CLUSTER, node)
-        assert prepare.kubeconfigs == (files.kubelet_kubeconfig(CLUSTER, node),)
-    for node, run_command in zip(ALL_NODES, of_type(commands, RunContainer), strict=True):
-        assert run_command.params == components.kubelet_params(CLUSTER, node)
-        assert run_command.options == ("--pid=host", "--privileged", "--tmpfs=/tmp")
-        assert run_command.restart is False
+    (make,) = of_type(commands, MakeFiles)
+    (prepare,) = of_type(commands, PrepareKubeletFiles)
+    (run_command,) = of_type(commands, RunContainer)
+    assert run_command.options == ("--pid=host", "--privileged", "--tmpfs=/tmp")
+    assert run_command.restart is False
+    for node in ALL_NODES:
+        address = node.address
+        assert make.files_of(address) == (files.kubelet_config_file(CLUSTER, node),)
+        assert prepare.pki_of(address) == files.kubelet_certificate_requests(CLUSTER, node)
+        assert prepare.kubeconfigs_of(address) == (files.kubelet_kubeconfig(CLUSTER, node),)
+        assert run_command.params_of(address) == components.kubelet_params(CLUSTER, node)
 
 
 def test_kubelet_bootstrap_with_cni_conf_and_boot_taints() -> None:
@@ -636,15 +653,15 @@ def test_kubelet_bootstrap_with_cni_conf_and_boot_taints() -> None:
     )
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", WORKERS),
-        *each("empty-dir", WORKERS),
-        *each("make-dirs", WORKERS),
-        *each("prepare-kubelet-files", WORKERS),
-        *each("make-files", WORKERS),
-        *each("install-cni", WORKERS),
+        *step("image-pull", WORKERS),
+        *step("empty-dir", WORKERS),
+        *step("make-dirs", WORKERS),
+        *step("prepare-kubelet-files", WORKERS),
+        *step("make-files", WORKERS),
+        *step("install-cni", WORKERS),
         ("retaint-before-kubelet-boot", "10.0.0.14,10.0.0.16"),
-        *each("run-container", WORKERS),
-        *each("wait-for-kubelet-ready", WORKERS),
+        *step("run-container", WORKERS),
+        *step("wait-for-kubelet-ready", WORKERS),
     ]
     assert {getattr(c, "directory", None) for c in commands if c.name == "empty-dir"} == {
         "/etc/cni/net.d"
@@ -653,8 +670,10 @@ def test_kubelet_bootstrap_with_cni_conf_and_boot_taints() -> None:
         ("10.0.0.14", "10.0.0.16"), (taint,), "10.0.0.11"
     )
     make = of_type(commands, MakeFiles)[0]
-    assert make.files[0] == files.File("/etc/cni/net.d/10-net.conflist", "{}")
-    assert make.files[1].path == "/etc/kubernetes/kubelet/config.yml"
+    for address in WORKERS:
+        cni, config = make.files_of(address)
+        assert cni == files.File("/etc/cni/net.d/10-net.conflist", "{}")
+        assert config.path == "/etc/kubernetes/kubelet/config.yml"
 
 
 def test_kubelet_bootstrap_retaints_only_registered_nodes_with_boot_taints() -> None:
@@ -689,24 +708,24 @@ def test_kubelet_restart_keeps_fields_of_the_running_config() -> None:
     assert op.targets == WORKERS
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", WORKERS),
-        *each("prepare-kubelet-config", WORKERS),
-        *each("make-files", WORKERS),
-        *each("run-container", WORKERS),
-        *each("wait-for-kubelet-ready", WORKERS),
+        *step("image-pull", WORKERS),
+        *step("prepare-kubelet-config", WORKERS),
+        *step("make-files", WORKERS),
+        *step("run-container", WORKERS),
+        *step("wait-for-kubelet-ready", WORKERS),
     ]
-    makes = of_type(commands, MakeFiles)
-    assert makes[0].files == (
+    (make,) = of_type(commands, MakeFiles)
+    assert make.files_of("10.0.0.14") == (
         files.kubelet_config_file(CLUSTER, WORKER_NODES[0], running["10.0.0.14"]),
     )
-    assert "cgroupDriver: systemd" in makes[0].files[0].content
-    assert "cgroupDriver" not in makes[1].files[0].content
+    assert "cgroupDriver: systemd" in make.files_of("10.0.0.14")[0].content
+    assert "cgroupDriver" not in make.files_of("10.0.0.15")[0].content
     prepare = of_type(commands, PrepareKubeletConfig)[0]
-    assert prepare.pki.ca_copies == ()
-    assert (
-        prepare.pki.certificates
-        == files.kubelet_certificate_requests(CLUSTER, WORKER_NODES[0]).certificates
-    )
+    for node in WORKER_NODES:
+        pki = prepare.pki_of(node.address)
+        assert pki.ca_copies == ()
+        assert pki.certificates == files.kubelet_certificate_requests(CLUSTER, node).certificates
+        assert prepare.kubeconfigs_of(node.address) == (files.kubelet_kubeconfig(CLUSTER, node),)
     assert all(r.restart for r in of_type(commands, RunContainer))
 
 
@@ -723,14 +742,17 @@ def test_kube_proxy(op_class: type[KubeProxyBootstrapOp], name: str, restart: bo
     assert op.targets == ALL
     commands = run(op)
     assert [(c.name, c.target) for c in commands] == [
-        *each("image-pull", ALL),
-        *each("prepare-proxy-files", ALL),
-        *each("make-files", ALL),
-        *each("run-container", ALL),
+        *step("image-pull", ALL),
+        *step("prepare-proxy-files", ALL),
+        *step("make-files", ALL),
+        *step("run-container", ALL),
     ]
-    assert of_type(commands, PrepareProxyFiles)[0].kubeconfigs == (files.proxy_kubeconfig(CLUSTER),)
-    for node, make in zip(ALL_NODES, of_type(commands, MakeFiles), strict=True):
-        assert make.files == files.proxy_files(CLUSTER, node)
+    assert of_type(commands, PrepareProxyFiles)[0].kubeconfigs == dict.fromkeys(
+        ALL, (files.proxy_kubeconfig(CLUSTER),)
+    )
+    (make,) = of_type(commands, MakeFiles)
+    for node in ALL_NODES:
+        assert make.files_of(node.address) == files.proxy_files(CLUSTER, node)
     for run_command in of_type(commands, RunContainer):
         assert run_command.restart is restart
         assert run_command.options == ("--tmpfs=/run", "--privileged")
@@ -874,12 +896,98 @@ def test_every_op_name_is_cke_s() -> None:
     }
 
 
-def test_ten_node_kubelet_bootstrap_fits_the_command_budget() -> None:
-    """The decision caps node ops at ``--max-concurrent-updates`` (default 10); a full
-    kubelet bootstrap of ten nodes, every optional step included, stays within 100."""
+def test_a_node_step_is_one_command_whatever_the_number_of_nodes() -> None:
+    """A full kubelet bootstrap (every optional step) is nine commands on ten nodes as
+    on one; so is every other op (``test_5000_nodes_finish_within_100_commands``)."""
     nodes = tuple(Node(address=f"10.0.1.{i}", user="u") for i in range(10))
     cluster = attrs.evolve(FULL_CLUSTER, nodes=FULL_CLUSTER.nodes[:3] + nodes)
-    op = KubeletBootstrapOp(
-        cluster, IMAGES, nodes, registered=tuple(n.address for n in nodes), apiserver=CPS[0]
+
+    def bootstrap(targets: tuple[Node, ...]) -> list[Command]:
+        registered = tuple(n.address for n in targets)
+        return run(
+            KubeletBootstrapOp(cluster, IMAGES, targets, registered=registered, apiserver=CPS[0])
+        )
+
+    assert len(bootstrap(nodes)) == len(bootstrap(nodes[:1])) == 9
+    for command in bootstrap(nodes):
+        assert ssh_targets(command) in ((), tuple(n.address for n in nodes))
+
+
+# ---------------------------------------------------------------------------
+# 5,000 nodes
+# ---------------------------------------------------------------------------
+
+#: The generated cluster's size: 3 control planes and 4,997 workers.
+BIG = 5_000
+#: etcd-bootstrap's ``--initial-cluster`` lists every control plane in every node's
+#: parameters (its size grows with the square of the targets), so it gets fewer.
+BIG_ETCD_BOOTSTRAP = 500
+
+
+@functools.cache
+def generated_cluster() -> Cluster:
+    """FULL_CLUSTER's options with ``BIG`` nodes: its 3 control planes, then workers
+    10.1.0.0 onwards (every tenth with a hostname, so Node names differ from addresses)."""
+    first = ipaddress.ip_address("10.1.0.0")
+    workers = tuple(
+        Node(address=str(first + i), user="u", hostname=f"w{i}" if i % 10 == 0 else "")
+        for i in range(BIG - len(CPS))
     )
-    assert len(run(op)) == 8 * 10 + 1
+    return attrs.evolve(FULL_CLUSTER, nodes=FULL_CLUSTER.control_planes + workers)
+
+
+NodeOpFactory = Callable[[Cluster, tuple[Node, ...]], Operation]
+
+#: Every op that takes a list of nodes, built on the given cluster and nodes.
+NODE_OPS: dict[str, NodeOpFactory] = {
+    "upgrade": lambda c, n: UpgradeOp("1", n),
+    "rivers-bootstrap": lambda c, n: RiversBootstrapOp(c, IMAGES, n),
+    "rivers-restart": lambda c, n: RiversRestartOp(c, IMAGES, n),
+    "etcd-rivers-bootstrap": lambda c, n: EtcdRiversBootstrapOp(c, IMAGES, n),
+    "etcd-rivers-restart": lambda c, n: EtcdRiversRestartOp(c, IMAGES, n),
+    "etcd-bootstrap": lambda c, n: EtcdBootstrapOp(c, IMAGES, n[:BIG_ETCD_BOOTSTRAP]),
+    "etcd-start": lambda c, n: EtcdStartOp(c, IMAGES, n),
+    "etcd-wait-cluster": lambda c, n: EtcdWaitClusterOp(n),
+    "etcd-destroy-member": lambda c, n: EtcdDestroyMemberOp(
+        c, c.control_planes, n, tuple(range(len(n)))
+    ),
+    "etcd-mark-member": lambda c, n: EtcdMarkMemberOp(n),
+    "kube-apiserver-restart": lambda c, n: KubeAPIServerRestartOp(c, IMAGES, n),
+    "kube-controller-manager-bootstrap": lambda c, n: KubeControllerManagerBootstrapOp(
+        c, IMAGES, n
+    ),
+    "kube-controller-manager-restart": lambda c, n: KubeControllerManagerRestartOp(c, IMAGES, n),
+    "kube-scheduler-bootstrap": lambda c, n: KubeSchedulerBootstrapOp(c, IMAGES, n),
+    "kube-scheduler-restart": lambda c, n: KubeSchedulerRestartOp(c, IMAGES, n),
+    "kubelet-bootstrap": lambda c, n: KubeletBootstrapOp(
+        c, IMAGES, n, registered=tuple(x.address for x in n[::2]), apiserver=CPS[0]
+    ),
+    "kubelet-restart": lambda c, n: KubeletRestartOp(c, IMAGES, n),
+    "kube-proxy-bootstrap": lambda c, n: KubeProxyBootstrapOp(c, IMAGES, n),
+    "kube-proxy-restart": lambda c, n: KubeProxyRestartOp(c, IMAGES, n),
+    **{
+        f"stop-{name}": functools.partial(lambda name, c, n: StopOp(name, n), name)
+        for name in STOPPABLE_CONTAINERS
+    },
+}
+
+
+def test_node_ops_cover_every_op_with_node_targets() -> None:
+    names = {op.name for op in all_ops(CLUSTER)}
+    single = {"etcd-add-member", "etcd-restart", "etcd-remove-member"}  # one node or member
+    assert set(NODE_OPS) == names - single
+
+
+@pytest.mark.parametrize("name", NODE_OPS)
+def test_5000_nodes_finish_within_100_commands(name: str) -> None:
+    """Every op with node targets issues one command per step for all its nodes, so
+    5,000 targets take as many commands as three; each SSH command reaches all of them."""
+    cluster = generated_cluster()
+    op = NODE_OPS[name](cluster, cluster.nodes)
+    assert op.name == name
+    commands = step_ops(op, limit=100)
+    assert len(commands) == len(run(NODE_OPS[name](FULL_CLUSTER, FULL_CLUSTER.nodes)))
+    addresses = tuple(n.address for n in cluster.nodes)
+    size = BIG_ETCD_BOOTSTRAP if name == "etcd-bootstrap" else BIG
+    for command in commands:
+        assert ssh_targets(command) in ((), addresses[:size]), command.name

@@ -14,12 +14,15 @@ from cke_core.cluster import (
     Repair,
     RepairOperation,
     RepairStep,
+    Taint,
     TrustedRestMapping,
 )
 from cke_core.commands.kube import (
     ApplyResource,
     CordonNode,
     EvictPods,
+    RemoveNode,
+    UncordonNode,
     UpdateNode,
 )
 from cke_core.commands.queue import (
@@ -29,7 +32,14 @@ from cke_core.commands.queue import (
     UpdateRepairQueueEntry,
 )
 from cke_core.frozen import FrozenDict
-from cke_core.ops.base import SUCCESS, Command, CommandResult, Operation, ScriptedOperation
+from cke_core.ops.base import (
+    SUCCESS,
+    Command,
+    CommandResult,
+    Operation,
+    ScriptedOperation,
+    failed_nodes,
+)
 from cke_core.ops.kubernetes import (
     CreateConfigMapOp,
     CreateEndpointSliceOp,
@@ -45,6 +55,10 @@ from cke_core.ops.kubernetes import (
     WaitKubernetesOp,
 )
 from cke_core.ops.reboot import (
+    DELETE_BATCH,
+    DRAIN_BATCH,
+    REBOOT_BATCH,
+    TIMEOUT_BATCH,
     RebootCancelOp,
     RebootDeleteDaemonSetPodOp,
     RebootDequeueOp,
@@ -352,13 +366,13 @@ KUBE_CASES: list[tuple[Operation, str, tuple[str, ...], Steps]] = [
         UpdateNodeOp(API, [KubernetesNode(name="10.0.0.14"), KubernetesNode(name="n15")]),
         "update-node",
         ("10.0.0.14", "n15"),
-        [("update-node", "10.0.0.14"), ("update-node", "n15")],
+        [("update-node", "10.0.0.14,n15")],
     ),
     (
         RemoveNodeOp(API, ["10.0.0.20", "10.0.0.21"]),
         "remove-node",
         (API,),
-        [("remove-node", "10.0.0.20"), ("remove-node", "10.0.0.21")],
+        [("remove-node", "10.0.0.20,10.0.0.21")],
     ),
 ]
 
@@ -399,14 +413,31 @@ def test_resource_apply_passes_document_and_trusted_mappings() -> None:
 
 def test_update_node_carries_the_desired_node() -> None:
     desired = KubernetesNode(name="10.0.0.14", labels=FrozenDict({"a": "b"}))
-    (command,) = run(UpdateNodeOp(API, [desired]))[1]
+    other = KubernetesNode(name="n15", taints=(Taint("k", "v", "NoSchedule"),))
+    (command,) = run(UpdateNodeOp(API, [desired, other]))[1]
     assert isinstance(command, UpdateNode)
-    assert command.node == desired
+    assert command.nodes == (desired, other)
 
 
-def test_kubernetes_op_stops_at_failure() -> None:
-    steps, _ = run(RemoveNodeOp(API, ["a", "b"]), fail_when(lambda c: True))
-    assert steps == [("remove-node", "a")]
+def test_node_commands_take_a_list_of_nodes() -> None:
+    assert RemoveNode(API, ("a", "b")).target == "a,b"
+    assert CordonNode(API, ["a"]).nodes == ("a",)
+    with pytest.raises(TypeError, match="string"):
+        UncordonNode(API, "a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="KubernetesNode"):
+        UpdateNode(API, KubernetesNode(name="a"))  # type: ignore[arg-type]
+
+
+def test_a_node_op_fails_as_one_command() -> None:
+    """CKE updates, removes and uncordons the Nodes in one command; a failure on any
+    fails it (and the operation), the result naming the failed Nodes when it can."""
+    op = RemoveNodeOp(API, ["a", "b", "c"])
+    failed = CommandResult(ok=False, error="b: forbidden", value=FrozenDict({"b": "forbidden"}))
+    steps, _ = run(op, lambda _: failed)
+    assert steps == [("remove-node", "a,b,c")]
+    assert failed_nodes(op.names, failed) == ("b",)
+    assert failed_nodes(op.names, CommandResult(ok=False, error="apiserver down")) == op.names
+    assert failed_nodes(op.names, SUCCESS) == ()
 
 
 # ---------------------------------------------------------------------------
@@ -641,10 +672,7 @@ def test_reboot_uncordon_dequeue_cancel() -> None:
     uncordon = RebootUncordonOp(API, ["10.0.0.14", "10.0.0.15"])
     assert uncordon.name == "reboot-uncordon"
     assert uncordon.targets == ("10.0.0.14", "10.0.0.15")
-    assert run(uncordon)[0] == [
-        ("uncordon-node", "10.0.0.14"),
-        ("uncordon-node", "10.0.0.15"),
-    ]
+    assert run(uncordon)[0] == [("uncordon-node", "10.0.0.14,10.0.0.15")]
     dequeue = RebootDequeueOp([E14, E15])
     assert dequeue.name == "reboot-dequeue"
     assert dequeue.targets == ("10.0.0.14", "10.0.0.15")
@@ -866,3 +894,64 @@ def test_every_op_finishes_within_100_commands(op: Operation, respond: Responder
     if isinstance(op, ScriptedOperation):
         assert op.next_command(results) is None
         assert op.info(results) == op.info(tuple(results))
+
+
+# ---------------------------------------------------------------------------
+# 5,000 targets
+# ---------------------------------------------------------------------------
+
+BIG = 5_000
+#: Node names of a generated cluster, and its reboot queue: an entry per node.
+BIG_NAMES = tuple(f"node{i}" for i in range(BIG))
+BIG_ENTRIES = tuple(reboot_entry(i + 1, f"10.1.{i // 256}.{i % 256}") for i in range(BIG))
+
+#: The ops over Nodes, with the command each issues.
+BIG_NODE_OPS: list[tuple[Operation, str]] = [
+    (UpdateNodeOp(API, [KubernetesNode(name=n) for n in BIG_NAMES]), "update-node"),
+    (RemoveNodeOp(API, BIG_NAMES), "remove-node"),
+    (RebootUncordonOp(API, BIG_NAMES), "uncordon-node"),
+]
+
+BIG_QUEUE_OPS: list[tuple[Operation, int]] = [
+    (RebootDrainStartOp(API, BIG_ENTRIES, REBOOT, NOW, SEED), DRAIN_BATCH),
+    (RebootDeleteDaemonSetPodOp(API, BIG_ENTRIES), REBOOT_BATCH),
+    (RebootRebootOp(BIG_ENTRIES, REBOOT, NOW), REBOOT_BATCH),
+    (RebootDrainTimeoutOp(BIG_ENTRIES, NOW, SEED), TIMEOUT_BATCH),
+    (RebootDequeueOp(BIG_ENTRIES), DELETE_BATCH),
+    (RebootCancelOp(BIG_ENTRIES), DELETE_BATCH),
+]
+
+
+@pytest.mark.parametrize(("op", "command"), BIG_NODE_OPS, ids=[c for _, c in BIG_NODE_OPS])
+def test_5000_nodes_are_one_command(op: Operation, command: str) -> None:
+    assert run(op)[0] == [(command, ",".join(BIG_NAMES))]
+
+
+@pytest.mark.parametrize("respond", RESPONDERS.values(), ids=RESPONDERS.keys())
+@pytest.mark.parametrize(("op", "batch"), BIG_QUEUE_OPS, ids=[op.name for op, _ in BIG_QUEUE_OPS])
+def test_5000_entries_finish_within_100_commands(
+    op: Operation, batch: int, respond: Responder
+) -> None:
+    """An op over queue entries takes the first ``batch`` of them (its targets) and
+    leaves the rest, still selected, to the next decision."""
+    assert op.targets == tuple(e.node for e in BIG_ENTRIES[:batch])
+    assert count_commands(op, respond) <= 100
+
+
+def count_commands(op: Operation, respond: Responder) -> int:
+    """How many commands ``op`` runs with ``respond``'s answers (fails past 100)."""
+    results: list[CommandResult] = []
+    while (command := op.next_command(results)) is not None:
+        assert len(results) < 100, f"{op.name} did not finish within 100 commands"
+        results.append(respond(command))
+    return len(results)
+
+
+def test_the_reboot_batches_fit_their_worst_case() -> None:
+    """A drain start that fails every entry's eviction after a passing dry run is its
+    worst case (6 commands an entry); a full batch of it fits."""
+    op = RebootDrainStartOp(API, BIG_ENTRIES, REBOOT, NOW, SEED)
+    respond = fail_when(lambda c: isinstance(c, EvictPods) and not c.dry_run)
+    assert count_commands(op, respond) == 6 * DRAIN_BATCH <= 100
+    reboot = RebootRebootOp(BIG_ENTRIES, REBOOT, NOW)
+    assert count_commands(reboot, lambda _: SUCCESS) == 2 * REBOOT_BATCH

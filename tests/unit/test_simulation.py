@@ -17,9 +17,10 @@ from cke_core.commands.etcd import ADDED_MEMBER_VOLUME, AddEtcdMember, RemoveEtc
 from cke_core.commands.kube import UpdateNode
 from cke_core.commands.node import MakeFiles, RunContainer, VolumeCreate, VolumeRemove
 from cke_core.frozen import FrozenDict
-from cke_core.ops.base import Command
+from cke_core.ops.base import Command, failed_nodes
+from cke_core.ops.etcd import EtcdDestroyMemberOp
 from cke_core.ops.kubernetes import UpdateNodeOp
-from cke_core.ops.reboot import RebootDrainStartOp
+from cke_core.ops.reboot import RebootDrainStartOp, RebootUncordonOp
 from cke_core.phases import Phase
 from cke_core.queues import RebootQueueEntry, RebootStatus
 from cke_core.render import components as rc
@@ -32,6 +33,7 @@ from cke_core.simulation import (
     execute,
     health,
     run,
+    ssh_targets,
     stop_container,
 )
 from cke_core.status import (
@@ -129,22 +131,30 @@ def test_stopping_a_container_keeps_its_configuration_file() -> None:
 def test_volumes_set_has_data_and_is_added_member() -> None:
     world = _World(empty(), CLUSTER)
     node = "10.0.0.11"
-    world.apply(VolumeCreate(node, ADDED_MEMBER_VOLUME))  # a marker without data is forgotten
+    on = (node,)
+    world.apply(VolumeCreate(on, ADDED_MEMBER_VOLUME))  # a marker without data is forgotten
     assert not world.freeze().nodes[node].etcd.is_added_member
-    world.apply(VolumeCreate(node, CLUSTER.options.etcd.volume_name))
-    world.apply(VolumeCreate(node, ADDED_MEMBER_VOLUME))
+    world.apply(VolumeCreate(on, CLUSTER.options.etcd.volume_name))
+    world.apply(VolumeCreate(on, ADDED_MEMBER_VOLUME))
     etcd = world.freeze().nodes[node].etcd
     assert (etcd.has_data, etcd.is_added_member) == (True, True)
-    world.apply(VolumeRemove(node, CLUSTER.options.etcd.volume_name))
+    world.apply(VolumeRemove(on, CLUSTER.options.etcd.volume_name))
     etcd = world.freeze().nodes[node].etcd
     assert (etcd.has_data, etcd.is_added_member) == (False, False)
 
 
 def test_make_files_records_the_configuration_as_the_node_reports_it() -> None:
     world = _World(empty(), CLUSTER)
-    node = CLUSTER.nodes[3]
-    world.apply(MakeFiles(node.address, files=(rf.kubelet_config_file(CLUSTER, node),)))
-    assert world.freeze().nodes[node.address].kubelet.config == rc.kubelet_config(CLUSTER, node)
+    node, other = CLUSTER.nodes[3], CLUSTER.nodes[4]
+    world.apply(
+        MakeFiles(
+            (node.address, other.address),
+            files={node.address: (rf.kubelet_config_file(CLUSTER, node),)},
+        )
+    )
+    nodes = world.freeze().nodes
+    assert nodes[node.address].kubelet.config == rc.kubelet_config(CLUSTER, node)
+    assert nodes[other.address].kubelet.config is None  # no files of its own
 
 
 def test_etcd_members_are_added_started_and_removed() -> None:
@@ -159,15 +169,17 @@ def test_etcd_members_are_added_started_and_removed() -> None:
     new_cp = Node(address="10.0.0.14", control_plane=True)
     world.apply(
         RunContainer(
-            "10.0.0.14",
+            ("10.0.0.14",),
             rc.ETCD,
             SETTINGS.images.etcd,
-            params=rc.etcd_params(
-                CLUSTER,
-                new_cp,
-                initial_cluster=("10.0.0.14=https://10.0.0.14:2380",),
-                state="existing",
-            ),
+            params={
+                "10.0.0.14": rc.etcd_params(
+                    CLUSTER,
+                    new_cp,
+                    initial_cluster=("10.0.0.14=https://10.0.0.14:2380",),
+                    state="existing",
+                )
+            },
         )
     )
     started = world.freeze().etcd.members["10.0.0.14"]
@@ -179,12 +191,58 @@ def test_etcd_members_are_added_started_and_removed() -> None:
 
 
 def test_a_failed_command_stops_an_operation_that_does_not_tolerate_failures() -> None:
-    status = attrs.evolve(converged(), kubernetes=KubernetesStatus())
-    op = UpdateNodeOp("10.0.0.11", (KubernetesNode(name="10.0.0.14"), KubernetesNode(name="x")))
-    result = execute(status, CLUSTER, SETTINGS, op, FIXTURE_NOW)
-    assert [c.name for c in result.commands] == ["update-node"]
+    status = converged()
+    down = attrs.evolve(
+        status, nodes=status.nodes.set("10.0.0.14", NodeStatus(ssh_connected=False))
+    )
+    op = EtcdDestroyMemberOp(CLUSTER, CLUSTER.control_planes, CLUSTER.workers[:1], (9,))
+    result = execute(down, CLUSTER, SETTINGS, op, FIXTURE_NOW)
+    assert [(c.name, c.target) for c in result.commands] == [("volume-remove", "10.0.0.14")]
     assert not result.results[0].ok
-    assert isinstance(result.commands[0], UpdateNode)
+
+    no_nodes = attrs.evolve(status, kubernetes=KubernetesStatus())
+    uncordon = RebootUncordonOp("10.0.0.11", ("10.0.0.14",))
+    result = execute(no_nodes, CLUSTER, SETTINGS, uncordon, FIXTURE_NOW)
+    assert [(c.name, c.target) for c in result.commands] == [("uncordon-node", "10.0.0.14")]
+    assert not result.results[0].ok
+
+
+def test_a_node_command_runs_on_every_reachable_node_and_names_the_others() -> None:
+    """A multi-node command takes effect on each reachable node (the shell's parts are
+    independent) and fails with the unreachable ones as its value."""
+    status = empty()
+    status = attrs.evolve(
+        status, nodes=status.nodes.set("10.0.0.12", NodeStatus(ssh_connected=False))
+    )
+    world = _World(status, CLUSTER)
+    volume = CLUSTER.options.etcd.volume_name
+    command = VolumeCreate(("10.0.0.11", "10.0.0.12", "10.0.0.13"), volume)
+    assert ssh_targets(command) == ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    result = world.apply(command)
+    assert not result.ok
+    assert "10.0.0.12" in result.error
+    assert failed_nodes(command.nodes, result) == ("10.0.0.12",)
+    nodes = world.freeze().nodes
+    assert [nodes[a].etcd.has_data for a in command.nodes] == [True, False, True]
+
+
+def test_update_node_updates_every_node_it_can() -> None:
+    status = converged()
+    desired = (
+        KubernetesNode(name="10.0.0.14", labels=FrozenDict({"a": "b"})),
+        KubernetesNode(name="x"),
+        KubernetesNode(name="10.0.0.15", labels=FrozenDict({"c": "d"})),
+    )
+    op = UpdateNodeOp("10.0.0.11", desired)
+    result = execute(status, CLUSTER, SETTINGS, op, FIXTURE_NOW)
+    (command,) = result.commands
+    assert isinstance(command, UpdateNode)
+    assert command.target == "10.0.0.14,x,10.0.0.15"
+    assert not result.results[0].ok
+    assert failed_nodes(("10.0.0.14", "x", "10.0.0.15"), result.results[0]) == ("x",)
+    labels = {n.name: n.labels for n in result.status.kubernetes.nodes}
+    assert labels["10.0.0.14"] == {"a": "b"}
+    assert labels["10.0.0.15"] == {"c": "d"}
 
 
 def test_a_failed_drain_backs_the_entry_off() -> None:
