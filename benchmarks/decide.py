@@ -13,16 +13,29 @@ nodes). The statuses are:
   and finds nothing to do);
 * **bootstrap**: every node reachable, nothing running (``rivers`` phase).
 
-Each case is timed with ``time.perf_counter`` around one ``decide(inputs)``:
-two warm-up calls, then the median of ``--repeat`` (>= 7) calls. Scaling is
-the ratio of the converged 5,000-node median to the 1,000-node one (5 is
-linear).
+As in the daemon, every call decides on the *same* ``Cluster`` object and a
+*new* observation: each status is parsed anew by ``status_from_json`` from the
+JSON form of the case's status (outside the timed region), which is what a
+recorded or received observation yields (identical node documents give shared
+values, see ``cke_core.status``). The memoisation of ``decide`` across
+decisions (``cke_core.nodefilter``) therefore works as it does in the daemon
+while the spec is unchanged. The *cold* cases clear every cache before each
+call (``strategy.clear_caches``): the first decision after the spec changed.
+
+Each case is timed with ``time.perf_counter`` around one ``decide(inputs)``
+(``gc.collect()`` before, outside the timed region): two warm-up calls, then
+the median of ``--repeat`` (>= 7) calls. Scaling is the ratio of the converged
+5,000-node median to the 1,000-node one (5 is linear). The *unshared* cases parse
+each observation without the node statuses shared with the previous parse
+(every node status a new object, as an adapter building statuses directly
+would give them).
 
 Usage::
 
     .venv/bin/python benchmarks/decide.py            # print the table
     .venv/bin/python benchmarks/decide.py --write    # and update docs/benchmarks.md
     .venv/bin/python benchmarks/decide.py --profile  # cProfile of converged 5,000
+    .venv/bin/python benchmarks/decide.py --profile --cold  # the same from cold caches
 
 ``--write`` replaces the text between ``<!-- decide:begin -->`` and
 ``<!-- decide:end -->`` in ``docs/benchmarks.md`` (appends the section if
@@ -34,7 +47,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
+import gc
 import ipaddress
+import json
 import os
 import platform
 import pstats
@@ -59,8 +74,11 @@ from cke_core.status import (
     NodeStatus,
     ProxyStatus,
     ServiceStatus,
+    status_from_json,
+    status_to_json,
 )
-from cke_core.strategy import DecisionInputs, decide
+from cke_core.status import clear_caches as clear_status_caches
+from cke_core.strategy import DecisionInputs, clear_caches, decide
 from cke_core.timefmt import UTC
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +92,9 @@ TARGETS = {
     ("converged", 1_000): 10.0,
     ("converged", 5_000): 50.0,
     ("bootstrap", 5_000): 100.0,
+    ("bootstrap, cold", 5_000): 100.0,
 }
+WARMUP = 2  # calls before the timed ones
 _FIRST = ipaddress.ip_address("10.0.0.11")
 
 
@@ -153,35 +173,69 @@ def converged_status(cluster: Cluster, settings: EngineSettings) -> ClusterStatu
     )
 
 
-def cases(sizes: tuple[int, ...] = SIZES) -> list[tuple[str, int, DecisionInputs, Phase]]:
-    """(kind, size, inputs, expected phase) for every benchmark case."""
+@attrs.frozen
+class Case:
+    """One benchmark case: every call decides on ``cluster`` and a new observation,
+    ``text`` parsed anew (outside the timed region); ``shared=False`` parses it
+    without the node statuses remembered from the previous parse; ``cold`` clears
+    every cache before each call."""
+
+    kind: str
+    size: int
+    cluster: Cluster
+    text: str
+    phase: Phase
+    settings: EngineSettings = EngineSettings()
+    shared: bool = True
+    cold: bool = False
+
+    def observe(self) -> DecisionInputs:
+        """The inputs of one call: the same cluster, a newly parsed observation."""
+        if not self.shared:
+            clear_status_caches()
+        status = status_from_json(json.loads(self.text))
+        return DecisionInputs(cluster=self.cluster, status=status, settings=self.settings, now=NOW)
+
+
+def cases(sizes: tuple[int, ...] = SIZES) -> list[Case]:
+    """Every benchmark case."""
     settings = EngineSettings()
-    out: list[tuple[str, int, DecisionInputs, Phase]] = []
+    out: list[Case] = []
     for size in sizes:
         cluster = make_cluster(size)
-        status = converged_status(cluster, settings)
-        inputs = DecisionInputs(cluster=cluster, status=status, settings=settings, now=NOW)
-        out.append(("converged", size, inputs, Phase.COMPLETED))
+        text = json.dumps(status_to_json(converged_status(cluster, settings)))
+        converged = Case("converged", size, cluster, text, Phase.COMPLETED, settings)
+        out.append(converged)
+        if size >= 1_000:
+            out.append(attrs.evolve(converged, kind="converged, unshared", shared=False))
+            out.append(attrs.evolve(converged, kind="converged, cold", cold=True))
     big = make_cluster(max(sizes))
-    inputs = DecisionInputs(cluster=big, status=bootstrap_status(big), now=NOW)
-    out.append(("bootstrap", max(sizes), inputs, Phase.RIVERS))
+    text = json.dumps(status_to_json(bootstrap_status(big)))
+    bootstrap = Case("bootstrap", max(sizes), big, text, Phase.RIVERS, settings)
+    out.append(bootstrap)
+    out.append(attrs.evolve(bootstrap, kind="bootstrap, cold", cold=True))
     return out
 
 
-def time_decide(
-    inputs: DecisionInputs, repeat: int, warmup: int = 2
-) -> tuple[list[float], list[float]]:
-    """Seconds per ``decide(inputs)``, ``repeat`` times after ``warmup`` calls: wall
-    clock (``perf_counter``) and this process's CPU time (``process_time``, which a
-    busy shared machine disturbs less)."""
-    for _ in range(warmup):
-        decide(inputs)
+def time_decide(case: Case, repeat: int) -> tuple[list[float], list[float]]:
+    """Seconds per ``decide`` call of ``case`` after ``WARMUP`` calls: wall clock
+    (``perf_counter``) and this process's CPU time (``process_time``, which a busy
+    shared machine disturbs less)."""
     wall, cpu = [], []
-    for _ in range(repeat):
+    for number in range(WARMUP + repeat):
+        inputs = case.observe()
+        if case.cold:
+            clear_caches()
+        gc.collect()
         start, start_cpu = time.perf_counter(), time.process_time()
-        decide(inputs)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
+        decision = decide(inputs)
+        elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        if decision.phase is not case.phase:
+            raise RuntimeError(f"{case.kind} {case.size}: expected {case.phase}, got {decision}")
+        if number >= WARMUP:
+            wall.append(elapsed)
+            cpu.append(elapsed_cpu)
+        del inputs, decision
     return wall, cpu
 
 
@@ -198,24 +252,26 @@ def _cpu_model() -> str:
 Medians = dict[tuple[str, int], tuple[float, float]]
 
 
-def measure(repeat: int) -> tuple[Medians, list[tuple[str, float, float]]]:
-    """Median wall and CPU milliseconds per case (each decision's phase checked
-    first), and the hot spots of the converged 5,000-node decision."""
+Spots = dict[str, list[tuple[str, float, float]]]
+
+
+def measure(repeat: int) -> tuple[Medians, Spots]:
+    """Median wall and CPU milliseconds per case (each decision's phase checked),
+    and the hot spots of the converged 5,000-node decisions (warm and cold)."""
     medians: Medians = {}
-    spots: list[tuple[str, float, float]] = []
-    for kind, size, inputs, phase in cases():
-        got = decide(inputs).phase
-        if got is not phase:
-            raise RuntimeError(f"{kind} {size}: expected phase {phase}, got {got}")
-        wall, cpu = time_decide(inputs, repeat)
-        medians[(kind, size)] = (statistics.median(wall) * 1000, statistics.median(cpu) * 1000)
-        print(f"  {kind:>9} {size:>5,} nodes: {medians[(kind, size)][0]:8.2f} ms", file=sys.stderr)
-        if (kind, size) == ("converged", 5_000):
-            spots = hot_spots(inputs)
+    spots: Spots = {}
+    for case in cases():
+        wall, cpu = time_decide(case, repeat)
+        key = (case.kind, case.size)
+        medians[key] = (statistics.median(wall) * 1000, statistics.median(cpu) * 1000)
+        ms = medians[key][0]
+        print(f"  {case.kind:>15} {case.size:>5,} nodes: {ms:8.2f} ms", file=sys.stderr)
+        if case.kind in ("converged", "converged, cold") and case.size == 5_000:
+            spots[case.kind] = hot_spots(case)
     return medians, spots
 
 
-def render(medians: Medians, spots: list[tuple[str, float, float]], repeat: int) -> str:
+def render(medians: Medians, spots: Spots, repeat: int) -> str:
     m = {
         "date": datetime.date.today().isoformat(),
         "nproc": os.cpu_count(),
@@ -244,9 +300,17 @@ def render(medians: Medians, spots: list[tuple[str, float, float]], repeat: int)
         "`completed` (control planes and objects from the simulator, workers stamped with "
         "their rendered, up-to-date status). *bootstrap*: every node reachable and nothing "
         "running, so `decide` answers `rivers` with `rivers-bootstrap` capped at "
-        f"`max_concurrent_updates`. Median of {repeat} calls after 2 warm-up calls, "
-        "`time.perf_counter` around `decide(inputs)` only (the target applies to it); the CPU "
-        "column is `time.process_time` over the same calls.",
+        "`max_concurrent_updates`. As in the daemon, every call decides on the same `Cluster` "
+        "object and a new observation: the status parsed anew by `status_from_json` from its "
+        "JSON text (outside the timed region), so what `decide` remembers across decisions "
+        "(`cke_core.nodefilter`) is used as in a steady daemon loop. *unshared*: the same, "
+        "but every node status a new object (parsed without the previous parse's shared "
+        "node statuses, as an observation adapter building statuses directly would give "
+        "them), so only the per-cluster renders are remembered. *cold*: every cache "
+        "cleared before each call (`strategy.clear_caches`), i.e. the first decision after "
+        f"the spec changed. Median of {repeat} calls after {WARMUP} warm-up calls, "
+        "`gc.collect()` before each, `time.perf_counter` around `decide(inputs)` only (the "
+        "target applies to it); the CPU column is `time.process_time` over the same calls.",
         "",
         "| status | nodes | median (ms) | median CPU (ms) | target (ms) | result |",
         "|---|---:|---:|---:|---:|---|",
@@ -254,14 +318,21 @@ def render(medians: Medians, spots: list[tuple[str, float, float]], repeat: int)
         "",
         f"Scaling, converged 5,000 / 1,000 nodes: {ratio:.2f} (5 is linear): {scaling}.",
         "",
+        "Before `decide` remembered anything across decisions (2026-11-22, statuses built "
+        "directly, not parsed): 61.32 ms at 1,000 and 305.87 ms at 5,000 nodes converged, "
+        "9.94 ms for the bootstrap.",
+        "",
         "Where a converged 5,000-node decision spends its time (cProfile of one call, "
         "which inflates it; shares of the whole call; `benchmarks/decide.py --profile` "
-        "prints more):",
-        "",
-        "| function | own time | including callees |",
-        "|---|---:|---:|",
-        *(f"| {name} | {own:.0f}% | {cum:.0f}% |" for name, own, cum in spots),
+        "prints more), in the steady loop and from cold caches:",
     ]
+    for kind, rows_ in spots.items():
+        lines += [
+            "",
+            f"| {kind}: function | own time | including callees |",
+            "|---|---:|---:|",
+            *(f"| {name} | {own:.0f}% | {cum:.0f}% |" for name, own, cum in rows_),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -278,20 +349,26 @@ def write(section: str) -> None:
     DOC.write_text(text)
 
 
-def _profiled(inputs: DecisionInputs, calls: int) -> pstats.Stats:
-    decide(inputs)
+def _profiled(case: Case, calls: int) -> pstats.Stats:
+    """cProfile of ``calls`` decisions of ``case`` (after one unprofiled call),
+    each on a new observation as timed."""
+    decide(case.observe())
     profiler = cProfile.Profile()
-    profiler.enable()
     for _ in range(calls):
+        inputs = case.observe()
+        if case.cold:
+            clear_caches()
+        gc.collect()
+        profiler.enable()
         decide(inputs)
-    profiler.disable()
+        profiler.disable()
     return pstats.Stats(profiler, stream=sys.stdout)
 
 
-def hot_spots(inputs: DecisionInputs, top: int = 10) -> list[tuple[str, float, float]]:
+def hot_spots(case: Case, top: int = 10) -> list[tuple[str, float, float]]:
     """(function, share of own time, share of cumulative time) of one profiled decision,
     the ``top`` functions by cumulative time below ``decide`` itself."""
-    stats = _profiled(inputs, 1)
+    stats = _profiled(case, 1)
     raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
     raw = stats.stats  # type: ignore[attr-defined]
     total = max(ct for (_, _, name), (_, _, _, ct, _) in raw.items() if name == "decide")
@@ -310,8 +387,8 @@ def hot_spots(inputs: DecisionInputs, top: int = 10) -> list[tuple[str, float, f
 
 def profile(kind: str, size: int, calls: int, top: int) -> None:
     """cProfile ``calls`` decisions of one case; print the top functions by own time."""
-    (inputs,) = [i for k, s, i, _ in cases((size,)) if (k, s) == (kind, size)]
-    stats = _profiled(inputs, calls)
+    (case,) = [c for c in cases((size,)) if (c.kind, c.size) == (kind, size)]
+    stats = _profiled(case, calls)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
 
@@ -323,9 +400,10 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile converged 5,000 instead of timing"
     )
+    parser.add_argument("--cold", action="store_true", help="with --profile: from cold caches")
     args = parser.parse_args()
     if args.profile:
-        profile("converged", 5_000, calls=5, top=30)
+        profile("converged, cold" if args.cold else "converged", 5_000, calls=5, top=30)
         return
     if args.repeat < 7:
         parser.error("--repeat must be at least 7")

@@ -8,14 +8,47 @@ spec and the status once, in O(nodes); sub-decisions select nodes with
 What the node *should* run (image, built-in and extra parameters, configuration
 documents) comes from ``cke_core.render``; "outdated" means running and any of
 those differs from what the node reports (§B.3).
+
+Memoisation across decisions
+----------------------------
+
+The daemon keeps the same ``Cluster`` object while the spec is unchanged and
+observes a new status every loop, in which an unchanged node's status is very
+often the *same object* as in the previous loop (``status_from_json`` shares
+the values of identical node documents). Most predicates ("node facts") depend
+on nothing but the cluster, the engine settings, the node and that node's
+status, so ``NodeFilter`` remembers, per cluster object (see ``_ClusterMemo``):
+
+1. the values rendered for the cluster and for each node (built-in parameters,
+   configuration documents, extra parameters), computed on first use;
+2. per node, the answers of the node facts for the last ``(node, status)``
+   pair it saw, reused only while both are the very same objects;
+3. the result of ``select(fact, nf.nodes)`` for every node fact, reused only
+   while *every* node's status is the very same object as when it was
+   computed.
+
+Every entry is keyed by object identity: the cluster memo pins its cluster
+(so its ``id`` cannot be reused while the entry exists), and statuses are held
+by weak references (a status that is gone never matches; the memo does not keep
+old observations alive). So a new cluster or settings value, an edited node or
+a newly observed status never sees another one's answers; a value equal to a
+remembered one but not identical is simply recomputed. The memory is bounded:
+``_MEMO_SIZE`` clusters (least recently used first out), each holding at most
+one entry per node of the cluster, and one selection set. Nothing here changes
+a result, so decisions stay pure functions of their inputs (``clear_caches``
+empties everything; the tests compare decisions with and without it).
 """
 
 from __future__ import annotations
 
+import operator
+import weakref
 from collections.abc import Callable, Iterable
 from functools import cached_property
+from itertools import repeat
+from typing import Any, Final, TypeVar
 
-from cke_core.cluster import Cluster, Node, ServiceParams
+from cke_core.cluster import Cluster, ConfigDocument, Node, ServiceParams
 from cke_core.render import components as rc
 from cke_core.render.images import EngineSettings
 from cke_core.status import (
@@ -27,8 +60,122 @@ from cke_core.status import (
 )
 
 Predicate = Callable[[Node], bool]
+#: A node fact before memoisation: the node and its observed status.
+_Fact = Callable[["NodeFilter", Node, NodeStatus], bool]
 
-_UNOBSERVED = NodeStatus()
+_UNOBSERVED: Final = NodeStatus()
+
+#: The ``NodeStatus`` attribute of each container of ``render.components``.
+_FIELD: Final = {
+    rc.ETCD: "etcd",
+    rc.RIVERS: "rivers",
+    rc.ETCD_RIVERS: "etcd_rivers",
+    rc.KUBE_APISERVER: "api_server",
+    rc.KUBE_CONTROLLER_MANAGER: "controller_manager",
+    rc.KUBE_SCHEDULER: "scheduler",
+    rc.KUBELET: "kubelet",
+    rc.KUBE_PROXY: "proxy",
+}
+
+#: Clusters remembered across decisions (least recently used first out).
+_MEMO_SIZE: Final = 4
+
+#: Node facts by their implementing function: the predicates whose answer
+#: depends only on the cluster, the settings, the node and its status.
+_FACTS: dict[Callable[..., bool], str] = {}
+
+
+def _fact(fn: _Fact) -> Callable[[NodeFilter, Node], bool]:
+    """A node fact: answered once per ``(node, status)`` pair and remembered."""
+    name = fn.__name__
+
+    def predicate(self: NodeFilter, node: Node) -> bool:
+        facts = self._facts(node)
+        if facts is None:
+            return fn(self, node, self.node_status(node))
+        value = facts.get(name)
+        if value is None:
+            value = facts[name] = fn(self, node, self.node_status(node))
+        return value
+
+    predicate.__name__ = name
+    predicate.__qualname__ = fn.__qualname__
+    predicate.__doc__ = fn.__doc__
+    _FACTS[predicate] = name
+    return predicate
+
+
+_F = TypeVar("_F", bound=Callable[..., bool])
+
+
+def _selectable(fn: _F) -> _F:
+    """A cheap node fact: computed at every call, but its selections are remembered."""
+    _FACTS[fn] = fn.__name__
+    return fn
+
+
+class _ClusterMemo:
+    """What ``NodeFilter`` remembers about one cluster object and settings value."""
+
+    __slots__ = (
+        "addresses",
+        "cluster",
+        "control_planes",
+        "cp_addresses",
+        "extras",
+        "known_names",
+        "node_addresses",
+        "nodenames",
+        "nodes",
+        "per_node",
+        "rendered",
+        "selections",
+        "settings",
+        "states",
+    )
+
+    def __init__(self, cluster: Cluster, settings: EngineSettings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.nodes = cluster.nodes
+        self.control_planes = cluster.control_planes
+        self.node_addresses = tuple(n.address for n in cluster.nodes)
+        self.addresses = frozenset(self.node_addresses)
+        self.cp_addresses = frozenset(n.address for n in self.control_planes)
+        #: Kubernetes Node names of the cluster's nodes, and with their addresses.
+        self.nodenames = frozenset(n.nodename for n in cluster.nodes)
+        self.known_names = self.nodenames | self.addresses
+        self.extras = {name: rc.extra_params(cluster, name) for name in rc.CONTAINERS}
+        #: Node-independent renders, by name.
+        self.rendered: dict[str, Any] = {}
+        #: Per-node renders: (render function, address) -> (node, value).
+        self.per_node: dict[tuple[Callable[..., Any], str], tuple[Node, Any]] = {}
+        #: address -> (node, status, facts): the facts of the last pair seen.
+        self.states: dict[str, tuple[Node, weakref.ref[NodeStatus], dict[str, bool]]] = {}
+        #: (every node's status in cluster order, selections of node facts).
+        self.selections: (
+            tuple[tuple[weakref.ref[NodeStatus], ...], dict[str, tuple[Node, ...]]] | None
+        ) = None
+
+
+_memos: dict[int, _ClusterMemo] = {}
+
+
+def _memo_for(cluster: Cluster, settings: EngineSettings) -> _ClusterMemo:
+    key = id(cluster)
+    memo = _memos.pop(key, None)
+    # The memo pins its cluster, so an id in the table is that object's.
+    if memo is None or not (memo.settings is settings or memo.settings == settings):
+        memo = _ClusterMemo(cluster, settings)
+    _memos[key] = memo
+    while len(_memos) > _MEMO_SIZE:
+        _memos.pop(next(iter(_memos)), None)
+    return memo
+
+
+def clear_caches() -> None:
+    """Forget every memoised render and answer (tests and benchmarks)."""
+    _memos.clear()
 
 
 class NodeFilter:
@@ -39,46 +186,108 @@ class NodeFilter:
         self.status = status
         self.settings = settings
         self.images = settings.images
-        self.control_planes: tuple[Node, ...] = cluster.control_planes
+        memo = _memo_for(cluster, settings)
+        self._memo = memo
+        self.control_planes: tuple[Node, ...] = memo.control_planes
         self.nodes: tuple[Node, ...] = cluster.nodes
-        self.addresses: frozenset[str] = frozenset(n.address for n in cluster.nodes)
-        self.cp_addresses: frozenset[str] = frozenset(n.address for n in self.control_planes)
-        self._k8s_nodes: dict[str, KubernetesNode] = {n.name: n for n in status.kubernetes.nodes}
+        self.addresses: frozenset[str] = memo.addresses
+        self.cp_addresses: frozenset[str] = memo.cp_addresses
+        self._statuses: dict[str, NodeStatus] = dict(status.nodes.items())
+        #: address -> (node, facts) of the pairs looked up in this decision.
+        self._seen: dict[str, tuple[Node, dict[str, bool]]] = {}
 
     # --- selection -----------------------------------------------------------
 
+    def select(self, predicate: Predicate, nodes: Iterable[Node]) -> tuple[Node, ...]:
+        """The nodes of ``nodes`` (in order) for which ``predicate`` holds."""
+        if nodes is self.nodes and getattr(predicate, "__self__", None) is self:
+            func: Any = getattr(predicate, "__func__", None)
+            name: str | None = _FACTS.get(func)
+            if name is not None:
+                selections: dict[str, tuple[Node, ...]] = self._selections
+                found = selections.get(name)
+                if found is None:
+                    found = selections[name] = self._select(predicate, self.nodes)
+                return found
+        return self._select(predicate, nodes)
+
     @staticmethod
-    def select(predicate: Predicate, nodes: Iterable[Node]) -> tuple[Node, ...]:
-        return tuple(n for n in nodes if predicate(n))
+    def _select(predicate: Predicate, nodes: Iterable[Node]) -> tuple[Node, ...]:
+        selected = tuple(n for n in nodes if predicate(n))
+        if isinstance(nodes, tuple) and len(selected) == len(nodes):
+            same: tuple[Node, ...] = nodes  # keeps ``nodes is nf.nodes`` true downstream
+            return same
+        return selected
+
+    @cached_property
+    def _selections(self) -> dict[str, tuple[Node, ...]]:
+        """Selections of node facts over ``nodes``, shared with earlier decisions
+        whose every node status was the same object."""
+        memo = self._memo
+        statuses = tuple(map(self._statuses.get, memo.node_addresses, repeat(_UNOBSERVED)))
+        last = memo.selections
+        if (
+            last is not None
+            and len(last[0]) == len(statuses)
+            and all(map(operator.is_, map(operator.call, last[0]), statuses))
+        ):
+            return last[1]
+        selections: dict[str, tuple[Node, ...]] = {}
+        memo.selections = (tuple(map(weakref.ref, statuses)), selections)
+        return selections
+
+    def _facts(self, node: Node) -> dict[str, bool] | None:
+        """The remembered facts of ``node`` and its status (None: not remembered)."""
+        seen = self._seen.get(node.address)
+        if seen is not None and seen[0] is node:
+            return seen[1]
+        return self._load_facts(node)
+
+    def _load_facts(self, node: Node) -> dict[str, bool] | None:
+        address = node.address
+        if address not in self.addresses:
+            return None  # not a node of the cluster: nothing is remembered about it
+        states = self._memo.states
+        status = self.node_status(node)
+        state = states.get(address)
+        if state is not None and state[0] is node and state[1]() is status:
+            facts = state[2]
+        else:
+            facts = {}
+            states[address] = (node, weakref.ref(status), facts)
+        self._seen[address] = (node, facts)
+        return facts
 
     def node_status(self, node: Node) -> NodeStatus:
-        return self.status.nodes.get(node.address, _UNOBSERVED)
+        return self._statuses.get(node.address, _UNOBSERVED)
+
+    @cached_property
+    def _k8s_nodes(self) -> dict[str, KubernetesNode]:
+        return {n.name: n for n in self.status.kubernetes.nodes}
 
     def kubernetes_node(self, node: Node) -> KubernetesNode | None:
         return self._k8s_nodes.get(node.nodename)
+
+    @property
+    def known_names(self) -> frozenset[str]:
+        """Kubernetes Node names and addresses of the cluster's nodes."""
+        return self._memo.known_names
 
     def running(self, node: Node, container: str) -> bool:
         """Whether ``container`` (a name of ``render.components``) runs on ``node``."""
         return self._service(node, container).running
 
     def _service(self, node: Node, container: str) -> ServiceStatus:
-        st = self.node_status(node)
-        return {
-            rc.ETCD: st.etcd,
-            rc.RIVERS: st.rivers,
-            rc.ETCD_RIVERS: st.etcd_rivers,
-            rc.KUBE_APISERVER: st.api_server,
-            rc.KUBE_CONTROLLER_MANAGER: st.controller_manager,
-            rc.KUBE_SCHEDULER: st.scheduler,
-            rc.KUBELET: st.kubelet,
-            rc.KUBE_PROXY: st.proxy,
-        }[container]
+        service: ServiceStatus = getattr(self.node_status(node), _FIELD[container])
+        return service
 
     # --- SSH ------------------------------------------------------------------
 
+    @_selectable
     def ssh_connected(self, node: Node) -> bool:
         return self.node_status(node).ssh_connected
 
+    @_selectable
     def ssh_not_connected(self, node: Node) -> bool:
         return not self.node_status(node).ssh_connected
 
@@ -86,22 +295,47 @@ class NodeFilter:
     def all_control_planes_connected(self) -> bool:
         return all(self.ssh_connected(n) for n in self.control_planes)
 
-    # --- rendered expectations (cached per decision) ----------------------------
+    # --- rendered expectations (memoised per cluster) ---------------------------
 
-    @cached_property
+    def _render(self, name: str, fn: Callable[[Cluster], Any]) -> Any:
+        rendered = self._memo.rendered
+        value = rendered.get(name)
+        if value is None:
+            value = rendered[name] = fn(self.cluster)
+        return value
+
+    def _per_node(self, fn: Callable[[Cluster, Node], Any], node: Node) -> Any:
+        per_node = self._memo.per_node
+        key = (fn, node.address)
+        hit = per_node.get(key)
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        value = fn(self.cluster, node)
+        if node.address in self.addresses:
+            per_node[key] = (node, value)
+        return value
+
+    @property
     def _rivers_params(self) -> ServiceParams:
-        return rc.rivers_params(self.cluster)
+        params: ServiceParams = self._render("rivers", rc.rivers_params)
+        return params
 
-    @cached_property
+    @property
     def _etcd_rivers_params(self) -> ServiceParams:
-        return rc.etcd_rivers_params(self.cluster)
+        params: ServiceParams = self._render("etcd-rivers", rc.etcd_rivers_params)
+        return params
+
+    @property
+    def _scheduler_config(self) -> ConfigDocument:
+        config: ConfigDocument = self._render("scheduler-config", rc.scheduler_config)
+        return config
 
     def _extra(self, container: str) -> ServiceParams:
-        return self._extras[container]
+        return self._memo.extras[container]
 
-    @cached_property
-    def _extras(self) -> dict[str, ServiceParams]:
-        return {name: rc.extra_params(self.cluster, name) for name in rc.CONTAINERS}
+    def _params(self, fn: Callable[[Cluster, Node], ServiceParams], node: Node) -> ServiceParams:
+        params: ServiceParams = self._per_node(fn, node)
+        return params
 
     def _outdated(
         self, status: ServiceStatus, image: str, builtin: ServiceParams, container: str
@@ -110,23 +344,26 @@ class NodeFilter:
 
     # --- rivers -------------------------------------------------------------------
 
+    @_selectable
     def rivers_stopped(self, node: Node) -> bool:
-        return self.ssh_connected(node) and not self.node_status(node).rivers.running
+        st = self.node_status(node)
+        return st.ssh_connected and not st.rivers.running
 
-    def rivers_outdated(self, node: Node) -> bool:
-        return self.ssh_connected(node) and self._outdated(
-            self.node_status(node).rivers, self.images.tools, self._rivers_params, rc.RIVERS
+    @_fact
+    def rivers_outdated(self, node: Node, st: NodeStatus) -> bool:
+        return st.ssh_connected and self._outdated(
+            st.rivers, self.images.tools, self._rivers_params, rc.RIVERS
         )
 
+    @_selectable
     def etcd_rivers_stopped(self, node: Node) -> bool:
-        return self.ssh_connected(node) and not self.node_status(node).etcd_rivers.running
+        st = self.node_status(node)
+        return st.ssh_connected and not st.etcd_rivers.running
 
-    def etcd_rivers_outdated(self, node: Node) -> bool:
-        return self.ssh_connected(node) and self._outdated(
-            self.node_status(node).etcd_rivers,
-            self.images.tools,
-            self._etcd_rivers_params,
-            rc.ETCD_RIVERS,
+    @_fact
+    def etcd_rivers_outdated(self, node: Node, st: NodeStatus) -> bool:
+        return st.ssh_connected and self._outdated(
+            st.etcd_rivers, self.images.tools, self._etcd_rivers_params, rc.ETCD_RIVERS
         )
 
     # --- etcd -------------------------------------------------------------------
@@ -184,28 +421,32 @@ class NodeFilter:
                 return False
         return in_sync >= control_plane_count - 1
 
-    def etcd_outdated(self, node: Node) -> bool:
-        etcd = self.node_status(node).etcd
+    @_fact
+    def etcd_outdated(self, node: Node, st: NodeStatus) -> bool:
+        etcd = st.etcd
         return etcd.running and rc.etcd_service_outdated(
-            etcd, self.images.etcd, rc.etcd_params(self.cluster, node), self._extra(rc.ETCD)
+            etcd, self.images.etcd, self._params(rc.etcd_params, node), self._extra(rc.ETCD)
         )
 
     # --- Kubernetes control plane -------------------------------------------------
 
+    @_selectable
     def api_server_stopped(self, node: Node) -> bool:
         return not self.node_status(node).api_server.running
 
     def api_server_healthy(self, node: Node) -> bool:
         return self.node_status(node).api_server.is_healthy
 
+    @_selectable
     def api_server_unhealthy(self, node: Node) -> bool:
         return not self.node_status(node).api_server.is_healthy
 
-    def api_server_outdated(self, node: Node) -> bool:
+    @_fact
+    def api_server_outdated(self, node: Node, st: NodeStatus) -> bool:
         return self._outdated(
-            self.node_status(node).api_server,
+            st.api_server,
             self.images.kubernetes,
-            rc.api_server_params(self.cluster, node),
+            self._params(rc.api_server_params, node),
             rc.KUBE_APISERVER,
         )
 
@@ -214,31 +455,31 @@ class NodeFilter:
         """The first control plane in cluster.yml order with a healthy API server."""
         return next((n for n in self.control_planes if self.api_server_healthy(n)), None)
 
+    @_selectable
     def controller_manager_stopped(self, node: Node) -> bool:
         return not self.node_status(node).controller_manager.running
 
-    def controller_manager_outdated(self, node: Node) -> bool:
+    @_fact
+    def controller_manager_outdated(self, node: Node, st: NodeStatus) -> bool:
         return self._outdated(
-            self.node_status(node).controller_manager,
+            st.controller_manager,
             self.images.kubernetes,
-            rc.controller_manager_params(self.cluster, node),
+            self._params(rc.controller_manager_params, node),
             rc.KUBE_CONTROLLER_MANAGER,
         )
 
-    @cached_property
-    def _scheduler_config(self) -> object:
-        return rc.scheduler_config(self.cluster)
-
+    @_selectable
     def scheduler_stopped(self, node: Node) -> bool:
         return not self.node_status(node).scheduler.running
 
-    def scheduler_outdated(self, node: Node) -> bool:
-        scheduler = self.node_status(node).scheduler
+    @_fact
+    def scheduler_outdated(self, node: Node, st: NodeStatus) -> bool:
+        scheduler = st.scheduler
         return scheduler.running and (
             self._outdated(
                 scheduler,
                 self.images.kubernetes,
-                rc.scheduler_params(self.cluster, node),
+                self._params(rc.scheduler_params, node),
                 rc.KUBE_SCHEDULER,
             )
             or scheduler.config != self._scheduler_config
@@ -246,35 +487,60 @@ class NodeFilter:
 
     # --- node components ----------------------------------------------------------
 
+    @_selectable
     def kubelet_stopped(self, node: Node) -> bool:
         return not self.node_status(node).kubelet.running
+
+    @_selectable
+    def kubelet_running(self, node: Node) -> bool:
+        return self.node_status(node).kubelet.running
 
     def kubelet_unrecognized(self, node: Node) -> bool:
         """Running, but Kubernetes has no Node object for it."""
         return self.node_status(node).kubelet.running and self.kubernetes_node(node) is None
 
-    def kubelet_outdated(self, node: Node) -> bool:
-        kubelet = self.node_status(node).kubelet
+    def unrecognized_kubelets(self, nodes: Iterable[Node]) -> tuple[Node, ...]:
+        """``select(kubelet_unrecognized, nodes)``, with the running kubelets of a
+        remembered selection when ``nodes`` is ``self.nodes``."""
+        names = self._k8s_nodes
+        running = self.select(self.kubelet_running, nodes)
+        if nodes is self.nodes:
+            # The usual answer, in O(nodes) at C speed: every node has its Node object.
+            missing = self._memo.nodenames.difference(names)
+            if not missing:
+                return ()
+            return tuple(n for n in running if n.nodename in missing)
+        return tuple(n for n in running if n.nodename not in names)
+
+    @_fact
+    def kubelet_outdated(self, node: Node, st: NodeStatus) -> bool:
+        kubelet = st.kubelet
         return kubelet.running and (
             self._outdated(
-                kubelet, self.images.kubernetes, rc.kubelet_params(self.cluster, node), rc.KUBELET
+                kubelet,
+                self.images.kubernetes,
+                self._params(rc.kubelet_params, node),
+                rc.KUBELET,
             )
             or kubelet.config != rc.kubelet_config(self.cluster, node, kubelet.config)
         )
 
-    def kubelet_runtime_changed(self, node: Node) -> bool:
+    @_fact
+    def kubelet_runtime_changed(self, node: Node, st: NodeStatus) -> bool:
         """The CRI endpoint differs from the running kubelet's: CKE never restarts for that."""
         return rc.kubelet_runtime_changed(
-            self.node_status(node).kubelet.builtin_params, rc.kubelet_params(self.cluster, node)
+            st.kubelet.builtin_params, self._params(rc.kubelet_params, node)
         )
 
+    @_selectable
     def proxy_stopped(self, node: Node) -> bool:
         return (
             not self.cluster.options.kube_proxy.disable and not self.node_status(node).proxy.running
         )
 
-    def proxy_outdated(self, node: Node) -> bool:
-        proxy = self.node_status(node).proxy
+    @_fact
+    def proxy_outdated(self, node: Node, st: NodeStatus) -> bool:
+        proxy = st.proxy
         return (
             not self.cluster.options.kube_proxy.disable
             and proxy.running
@@ -282,12 +548,44 @@ class NodeFilter:
                 self._outdated(
                     proxy,
                     self.images.kubernetes,
-                    rc.proxy_params(self.cluster, node),
+                    self._params(rc.proxy_params, node),
                     rc.KUBE_PROXY,
                 )
-                or proxy.config != rc.proxy_config(self.cluster, node)
+                or proxy.config != self._per_node(rc.proxy_config, node)
             )
         )
 
+    @_selectable
     def proxy_running_unexpectedly(self, node: Node) -> bool:
         return self.cluster.options.kube_proxy.disable and self.node_status(node).proxy.running
+
+    # --- control-plane containers left on workers (clean-up, §B.2.5) ---------------
+
+    def _stray(self, node: Node, field: str) -> bool:
+        st = self.node_status(node)
+        return not node.control_plane and st.ssh_connected and getattr(st, field).running
+
+    @_selectable
+    def stray_api_server(self, node: Node) -> bool:
+        """A reachable worker running kube-apiserver."""
+        return self._stray(node, "api_server")
+
+    @_selectable
+    def stray_controller_manager(self, node: Node) -> bool:
+        """A reachable worker running kube-controller-manager."""
+        return self._stray(node, "controller_manager")
+
+    @_selectable
+    def stray_scheduler(self, node: Node) -> bool:
+        """A reachable worker running kube-scheduler."""
+        return self._stray(node, "scheduler")
+
+    @_selectable
+    def stray_etcd(self, node: Node) -> bool:
+        """A reachable worker running etcd."""
+        return self._stray(node, "etcd")
+
+    @_selectable
+    def stray_etcd_rivers(self, node: Node) -> bool:
+        """A reachable worker running etcd-rivers."""
+        return self._stray(node, "etcd_rivers")

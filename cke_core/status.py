@@ -29,13 +29,15 @@ with snake_case keys; ``status_to_json`` and ``status_from_json`` convert.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from operator import attrgetter
+from typing import Any, Final, TypeVar
 
 import attrs
 
 from cke_core.cluster import Cluster, ConfigDocument, ServiceParams, Taint
-from cke_core.codec import describe, structure, unstructure
+from cke_core.codec import CONVERTER, describe, structure, unstructure
 from cke_core.fields import mapping_field, tuple_field
 from cke_core.frozen import FrozenDict
 from cke_core.problems import ConfigError, Problem, join_path
@@ -279,8 +281,11 @@ class KubernetesStatus:
         cluster.yml have a Ready Node object (gates Deployments, §B.2.4)."""
         if not self.is_control_plane_ready or not cluster.nodes:
             return False
-        ready = sum(1 for n in self.nodes if n.ready)
+        ready: int = sum(map(_READY, self.nodes))
         return len(cluster.nodes) // 2 < ready
+
+
+_READY: Final = attrgetter("ready")
 
 
 # ---------------------------------------------------------------------------
@@ -380,6 +385,9 @@ def status_from_json(doc: Any) -> ClusterStatus:
     problems = _envelope_problems(doc)
     if problems:
         raise ConfigError(problems)
+    shared = _structure_sharing(doc["status"])
+    if shared is not None:
+        return shared
     value, found, _ = structure(doc["status"], ClusterStatus)
     problems = [Problem(_under_status(p.path), p.message, p.severity) for p in found]
     if value is not None:
@@ -387,6 +395,126 @@ def status_from_json(doc: Any) -> ClusterStatus:
     if problems or value is None:
         raise ConfigError(problems or [Problem("status", "unusable status")])
     return value
+
+
+# ---------------------------------------------------------------------------
+# Shared values: the same node document gives the same object
+# ---------------------------------------------------------------------------
+
+#: Documents ``status_from_json`` remembers beyond those of the latest status,
+#: per memo (nodes, Kubernetes Nodes); least recently used first out.
+SHARED_MEMO_SLACK: Final = 1024
+
+_T = TypeVar("_T")
+_node_memo: dict[bytes, NodeStatus] = {}
+_k8s_node_memo: dict[bytes, KubernetesNode] = {}
+
+
+def clear_caches() -> None:
+    """Forget the node documents ``status_from_json`` remembers (tests, benchmarks)."""
+    _node_memo.clear()
+    _k8s_node_memo.clear()
+
+
+def _document_key(raw: Any) -> bytes:
+    """A key naming ``raw`` exactly: the BLAKE2b-256 digest of its ``repr``.
+
+    The ``repr`` tells apart every value ``json.loads`` produces (``1``,
+    ``1.0``, ``true`` and ``"1"``; ``{"1": ...}`` and ``{1: ...}``; key order);
+    the digest keeps the memo small (a worker's document is about 5 kB).
+    """
+    return hashlib.blake2b(repr(raw).encode("utf-8", "surrogatepass"), digest_size=32).digest()
+
+
+def _shared(raw: Any, cls: type[_T], memo: dict[bytes, _T]) -> _T | None:
+    """``raw`` structured as ``cls``, the same object for the same document.
+
+    A remembered value is exactly what structuring ``raw`` gives (see
+    ``_document_key``). None when ``raw`` has a problem: the caller then
+    structures the whole status, which reports it.
+    """
+    key = _document_key(raw)
+    value = memo.pop(key, None)
+    if value is None:
+        try:
+            value = CONVERTER.structure(raw, cls)
+        except Exception:  # reported by the full structuring
+            return None
+    memo[key] = value  # the most recently used last
+    return value
+
+
+def _trim(memo: dict[bytes, _T], keep: int) -> None:
+    while len(memo) > keep:
+        memo.pop(next(iter(memo)), None)
+
+
+def _structure_sharing(raw: Any) -> ClusterStatus | None:
+    """``structure(raw, ClusterStatus)`` for a well-formed status, each node and
+    each Kubernetes Node structured once per distinct document (``_shared``);
+    None when anything is unusual, for the caller to structure it all.
+
+    A daemon observes mostly unchanged nodes: their statuses are then the
+    same objects from one observation to the next, which makes the parsing
+    cheap and lets ``decide`` reuse what it worked out about them
+    (``cke_core.nodefilter``). Statuses are immutable, so sharing is invisible.
+    Each memo keeps the documents of the latest status and at most
+    ``SHARED_MEMO_SLACK`` others.
+    """
+    if type(raw) is not dict:
+        return None
+    rest = dict(raw)
+    nodes_raw = rest.pop("nodes", {})
+    if type(nodes_raw) is not dict:
+        return None
+    k8s_raw = rest.get("kubernetes")
+    k8s_items = k8s_raw.get("nodes") if type(k8s_raw) is dict else None
+    k8s_nodes: tuple[KubernetesNode, ...] | None = None
+    try:
+        nodes = _shared_nodes(nodes_raw)
+        if nodes is None:
+            return None
+        if type(k8s_raw) is dict and type(k8s_items) is list:
+            k8s_nodes = _shared_k8s_nodes(k8s_items)
+            if k8s_nodes is None:
+                return None
+            rest["kubernetes"] = {k: v for k, v in k8s_raw.items() if k != "nodes"}
+    finally:
+        _trim(_node_memo, len(nodes_raw) + SHARED_MEMO_SLACK)
+        count = len(k8s_items) if type(k8s_items) is list else 0
+        _trim(_k8s_node_memo, count + SHARED_MEMO_SLACK)
+    try:
+        value = CONVERTER.structure(rest, ClusterStatus)
+    except Exception:  # reported by the full structuring
+        return None
+    if k8s_nodes is not None:
+        value = attrs.evolve(value, kubernetes=attrs.evolve(value.kubernetes, nodes=k8s_nodes))
+    value = attrs.evolve(value, nodes=FrozenDict(nodes))
+    if _reference_problems(value):
+        return None
+    return value
+
+
+def _shared_nodes(nodes_raw: dict[Any, Any]) -> dict[str, NodeStatus] | None:
+    nodes: dict[str, NodeStatus] = {}
+    for address, node_raw in nodes_raw.items():
+        if type(address) is not str or type(node_raw) is not dict:
+            return None
+        node = _shared(node_raw, NodeStatus, _node_memo)
+        if node is None:
+            return None
+        nodes[address] = node
+    return nodes
+
+
+def _shared_k8s_nodes(items: list[Any]) -> tuple[KubernetesNode, ...] | None:
+    k8s_nodes: list[KubernetesNode] = []
+    for item in items:
+        k8s_node = _shared(item, KubernetesNode, _k8s_node_memo) if type(item) is dict else None
+        if k8s_node is None:
+            return None
+        k8s_nodes.append(k8s_node)
+    return tuple(k8s_nodes)
 
 
 def _envelope_problems(doc: Mapping[Any, Any]) -> list[Problem]:

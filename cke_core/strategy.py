@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 import attrs
 
+from cke_core import nodefilter
+from cke_core import status as status_module
 from cke_core.cluster import Cluster, ConfigDocument, Node
 from cke_core.constraints import Constraints
 from cke_core.fields import tuple_field
@@ -149,6 +151,16 @@ def decide(inputs: DecisionInputs) -> Decision:
     return Decision(Phase.COMPLETED)
 
 
+def clear_caches() -> None:
+    """Forget everything memoised across decisions (renders, node facts, shared
+    status documents); decisions are the same with or without (tests and the
+    benchmark's cold cases use it)."""
+    nodefilter.clear_caches()
+    rc.clear_caches()
+    rk.clear_caches()
+    status_module.clear_caches()
+
+
 def _one(phase: Phase, op: Operation) -> Decision:
     return Decision(phase, (op,))
 
@@ -231,7 +243,7 @@ def _node_component_ops(nf: NodeFilter) -> list[Operation]:
 
     # CKE's order: unrecognized kubelets restart, stopped ones boot, then (only with
     # in_place_update) outdated ones restart; a CRI endpoint change never restarts.
-    unrecognized = nf.select(nf.kubelet_unrecognized, nodes)
+    unrecognized = nf.unrecognized_kubelets(nodes)
     if unrecognized:
         ops.append(restart_op(unrecognized))
     if stopped := nf.select(nf.kubelet_stopped, nodes):
@@ -379,7 +391,7 @@ def k8s_maint_ops(
     ops.extend(_etcd_endpoint_ops(nf, apiserver, reboots))
     if outdated := rk.outdated_attrs_nodes(nf.cluster, ks.nodes):
         ops.append(kops.UpdateNodeOp(apiserver, outdated))
-    known = {n.nodename for n in nf.nodes} | nf.addresses
+    known = nf.known_names
     if removed := [n.name for n in ks.nodes if n.name not in known]:
         ops.append(kops.RemoveNodeOp(apiserver, removed))
     return tuple(ops)
@@ -459,15 +471,18 @@ def _etcd_endpoint_ops(
 
 def clean_ops(nf: NodeFilter) -> tuple[Operation, ...]:
     """Stop control-plane containers on reachable nodes that are no longer control planes."""
-    workers = [n for n in nf.nodes if not n.control_plane and nf.ssh_connected(n)]
     ops: list[Operation] = []
-    for container in (rc.KUBE_APISERVER, rc.KUBE_CONTROLLER_MANAGER, rc.KUBE_SCHEDULER):
-        if nodes := [n for n in workers if nf.running(n, container)]:
-            ops.append(clean.StopOp(container, tuple(nodes)))
-    if (nodes := [n for n in workers if nf.running(n, rc.ETCD)]) and nf.etcd_is_good:
-        ops.append(clean.StopOp(rc.ETCD, tuple(nodes)))
-    if nodes := [n for n in workers if nf.running(n, rc.ETCD_RIVERS)]:
-        ops.append(clean.StopOp(rc.ETCD_RIVERS, tuple(nodes)))
+    for container, stray in (
+        (rc.KUBE_APISERVER, nf.stray_api_server),
+        (rc.KUBE_CONTROLLER_MANAGER, nf.stray_controller_manager),
+        (rc.KUBE_SCHEDULER, nf.stray_scheduler),
+    ):
+        if nodes := nf.select(stray, nf.nodes):
+            ops.append(clean.StopOp(container, nodes))
+    if (nodes := nf.select(nf.stray_etcd, nf.nodes)) and nf.etcd_is_good:
+        ops.append(clean.StopOp(rc.ETCD, nodes))
+    if nodes := nf.select(nf.stray_etcd_rivers, nf.nodes):
+        ops.append(clean.StopOp(rc.ETCD_RIVERS, nodes))
     return tuple(ops)
 
 
@@ -478,7 +493,11 @@ def reboot_uncordon_op(nf: NodeFilter, processing: frozenset[str]) -> Operation 
     apiserver = _apiserver_address(nf)
     if not apiserver:
         return None
-    if names := uncordon_candidates(nf.cluster, nf.status.kubernetes.nodes, processing):
+    k8s_nodes = nf.status.kubernetes.nodes
+    # Only unschedulable Nodes can be candidates: skip the scan when there are none.
+    if not any(n.unschedulable for n in k8s_nodes):
+        return None
+    if names := uncordon_candidates(nf.cluster, k8s_nodes, processing):
         return rops.RebootUncordonOp(apiserver, names)
     return None
 

@@ -488,13 +488,43 @@ def scheduler_config(cluster: Cluster) -> ConfigDocument:
 
 
 def proxy_config(cluster: Cluster, node: Node) -> ConfigDocument:
-    """kube-proxy's configuration on ``node``: defaults, the user's document, forced kubeconfig."""
+    """kube-proxy's configuration on ``node``: defaults, the user's document, forced kubeconfig.
+
+    Only ``hostnameOverride`` depends on the node, so the document is rendered
+    once per user document (``_proxy_template``) and the node's name put in.
+    """
+    template = _proxy_template(cluster.options.kube_proxy.config)
+    if template.get("hostnameOverride") is _NODENAME:
+        return template.set("hostnameOverride", node.nodename)
+    return template  # the user's document replaced or removed hostnameOverride
+
+
+#: Stands for the node's name in a rendered proxy configuration template.
+_NODENAME: Final = object()
+#: Proxy configuration templates by the user's document (by identity; each
+#: entry pins its document, so the id cannot be reused while it is here).
+_PROXY_TEMPLATES_SIZE: Final = 16
+_proxy_templates: dict[int, tuple[ConfigDocument | None, ConfigDocument]] = {}
+
+
+def _proxy_template(user: ConfigDocument | None) -> ConfigDocument:
+    hit = _proxy_templates.get(id(user))
+    if hit is not None and hit[0] is user:
+        return hit[1]
+    template = _render_proxy_config(_NODENAME, user)
+    if len(_proxy_templates) >= _PROXY_TEMPLATES_SIZE:
+        _proxy_templates.clear()
+    _proxy_templates[id(user)] = (user, template)
+    return template
+
+
+def _render_proxy_config(nodename: object, user: ConfigDocument | None) -> ConfigDocument:
     defaults: dict[str, Any] = {
-        "hostnameOverride": node.nodename,
+        "hostnameOverride": nodename,
         "metricsBindAddress": "0.0.0.0",
         "conntrack": {"tcpEstablishedTimeout": "24h0m0s", "tcpCloseWaitTimeout": "1h0m0s"},
     }
-    doc = _merged(defaults, cluster.options.kube_proxy.config)
+    doc = _merged(defaults, user)
     _force(doc, ("clientConnection", "kubeconfig"), PROXY_KUBECONFIG_PATH)
     frozen: ConfigDocument = freeze(doc)
     return frozen
@@ -566,9 +596,16 @@ def kubelet_config(
 # ---------------------------------------------------------------------------
 
 
+def clear_caches() -> None:
+    """Forget the memoised proxy configuration templates (tests, benchmarks)."""
+    _proxy_templates.clear()
+
+
 def params_equal(a: ServiceParams, b: ServiceParams) -> bool:
     """CKE's ``ServiceParams.Equal``: args in order, binds by source/destination/read-only
     (same length and order; propagation and SELinux label do not count), env."""
+    if a is b or a == b:  # attrs equality implies CKE's (it compares more fields)
+        return True
     return (
         tuple(a.extra_args) == tuple(b.extra_args)
         and len(a.extra_binds) == len(b.extra_binds)
@@ -586,6 +623,8 @@ def _without_initial(params: ServiceParams) -> ServiceParams:
 
 def etcd_params_equal(a: ServiceParams, b: ServiceParams) -> bool:
     """``params_equal`` ignoring ``--initial-*`` args, which only matter at first start."""
+    if a is b or a == b:
+        return True
     return params_equal(_without_initial(a), _without_initial(b))
 
 

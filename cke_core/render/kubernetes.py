@@ -16,6 +16,8 @@ Everything here is a pure function of its arguments.
 
 from __future__ import annotations
 
+import operator
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -707,8 +709,30 @@ def _static(raw: dict[str, Any]) -> Resource:
     )
 
 
+#: ``static_resources`` by the three images it reads: the documents are the same
+#: for the same images, and ``decide`` asks for them at every decision. Bounded:
+#: cleared when it holds this many image sets.
+_STATIC_CACHE_SIZE: Final = 16
+_static_cache: dict[tuple[str, str, str], tuple[Resource, ...]] = {}
+
+
 def static_resources(images: ImageSet) -> tuple[Resource, ...]:
-    """The nine static resources of §I.1 in apply order (rank, then key)."""
+    """The nine static resources of §I.1 in apply order (rank, then key).
+
+    Memoised by ``(coredns, unbound, unbound_exporter)``: the result is an
+    immutable value computed from those strings only.
+    """
+    key = (images.coredns, images.unbound, images.unbound_exporter)
+    cached = _static_cache.get(key)
+    if cached is None:
+        cached = _static_resources(images)
+        if len(_static_cache) >= _STATIC_CACHE_SIZE:
+            _static_cache.clear()
+        _static_cache[key] = cached
+    return cached
+
+
+def _static_resources(images: ImageSet) -> tuple[Resource, ...]:
     raws = (
         _cluster_dns_service_account(),
         _cluster_dns_cluster_role(),
@@ -1127,16 +1151,80 @@ def node_outdated(cluster: Cluster, node: Node, current: KubernetesNode) -> bool
     return master is not None
 
 
+class _AttrsMemo:
+    """What ``outdated_attrs_nodes`` remembers about one cluster object: per node,
+    the verdict for the last Node object seen, and the last whole answer."""
+
+    __slots__ = ("cluster", "last", "verdicts")
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        #: address -> (node, Node object, outdated); Node objects by weak reference.
+        self.verdicts: dict[str, tuple[Node, weakref.ref[KubernetesNode], bool]] = {}
+        #: (the Node objects, the answer for them).
+        self.last: (
+            tuple[tuple[weakref.ref[KubernetesNode], ...], tuple[KubernetesNode, ...]] | None
+        ) = None
+
+
+#: Clusters ``outdated_attrs_nodes`` remembers, by ``id`` (each memo pins its
+#: cluster, so the id cannot be reused while it is here); least recently used
+#: first out.
+_ATTRS_MEMO_SIZE: Final = 4
+_attrs_memos: dict[int, _AttrsMemo] = {}
+
+
+def _attrs_memo(cluster: Cluster) -> _AttrsMemo:
+    memo = _attrs_memos.pop(id(cluster), None) or _AttrsMemo(cluster)
+    _attrs_memos[id(cluster)] = memo
+    while len(_attrs_memos) > _ATTRS_MEMO_SIZE:
+        _attrs_memos.pop(next(iter(_attrs_memos)), None)
+    return memo
+
+
+def clear_caches() -> None:
+    """Forget memoised static resources and Node verdicts (tests, benchmarks)."""
+    _static_cache.clear()
+    _attrs_memos.clear()
+
+
 def outdated_attrs_nodes(
     cluster: Cluster, current_nodes: Iterable[KubernetesNode]
 ) -> tuple[KubernetesNode, ...]:
     """CKE's ``OutdatedAttrsNodes``: for every cluster.yml node (in cluster.yml
     order) whose Node object exists and is outdated, the Node ``update-node``
-    should write. Nodes without a Node object are skipped."""
-    by_name = {n.name: n for n in current_nodes}
+    should write. Nodes without a Node object are skipped.
+
+    Memoised per cluster object by identity: a node's verdict is reused while
+    the node and its Node object are the very same objects as last time, the
+    whole answer while every Node object is (``status_from_json`` gives an
+    unchanged Node the same object from one observation to the next). Node
+    objects are held by weak references: one that is gone never matches.
+    """
+    memo = _attrs_memo(cluster)
+    current_tuple = tuple(current_nodes)
+    last = memo.last
+    if (
+        last is not None
+        and len(last[0]) == len(current_tuple)
+        and all(map(operator.is_, map(operator.call, last[0]), current_tuple))
+    ):
+        return last[1]
+    verdicts = memo.verdicts
+    by_name = {n.name: n for n in current_tuple}
     result: list[KubernetesNode] = []
     for node in cluster.nodes:
         current = by_name.get(node.nodename)
-        if current is not None and node_outdated(cluster, node, current):
+        if current is None:
+            continue
+        seen = verdicts.get(node.address)
+        if seen is not None and seen[0] is node and seen[1]() is current:
+            outdated = seen[2]
+        else:
+            outdated = node_outdated(cluster, node, current)
+            verdicts[node.address] = (node, weakref.ref(current), outdated)
+        if outdated:
             result.append(desired_node(cluster, node, current))
-    return tuple(result)
+    answer = tuple(result)
+    memo.last = (tuple(map(weakref.ref, current_tuple)), answer)
+    return answer
