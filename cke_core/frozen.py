@@ -76,6 +76,10 @@ class FrozenDict(Mapping[K, V]):
     def __repr__(self) -> str:
         return f"FrozenDict({self._data!r})"
 
+    def to_dict(self) -> dict[K, V]:
+        """A plain ``dict`` copy (a fast copy of the inner dict)."""
+        return self._data.copy()
+
     def set(self, key: K, value: V) -> FrozenDict[K, V]:
         """Return a copy with ``key`` set to ``value``."""
         data = dict(self._data)

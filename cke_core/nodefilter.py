@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from itertools import repeat
 from typing import Any, Final, TypeVar
@@ -64,6 +64,7 @@ Predicate = Callable[[Node], bool]
 _Fact = Callable[["NodeFilter", Node, NodeStatus], bool]
 
 _UNOBSERVED: Final = NodeStatus()
+_NAME: Final = operator.attrgetter("name")
 
 #: The ``NodeStatus`` attribute of each container of ``render.components``.
 _FIELD: Final = {
@@ -125,6 +126,7 @@ class _ClusterMemo:
         "extras",
         "known_names",
         "node_addresses",
+        "node_by_address",
         "nodenames",
         "nodes",
         "per_node",
@@ -145,6 +147,7 @@ class _ClusterMemo:
         #: Kubernetes Node names of the cluster's nodes, and with their addresses.
         self.nodenames = frozenset(n.nodename for n in cluster.nodes)
         self.known_names = self.nodenames | self.addresses
+        self.node_by_address = cluster.node_by_address()
         self.extras = {name: rc.extra_params(cluster, name) for name in rc.CONTAINERS}
         #: Node-independent renders, by name.
         self.rendered: dict[str, Any] = {}
@@ -192,7 +195,7 @@ class NodeFilter:
         self.nodes: tuple[Node, ...] = cluster.nodes
         self.addresses: frozenset[str] = memo.addresses
         self.cp_addresses: frozenset[str] = memo.cp_addresses
-        self._statuses: dict[str, NodeStatus] = dict(status.nodes.items())
+        self._statuses: dict[str, NodeStatus] = status.nodes.to_dict()
         #: address -> (node, facts) of the pairs looked up in this decision.
         self._seen: dict[str, tuple[Node, dict[str, bool]]] = {}
 
@@ -233,7 +236,10 @@ class NodeFilter:
         ):
             return last[1]
         selections: dict[str, tuple[Node, ...]] = {}
-        memo.selections = (tuple(map(weakref.ref, statuses)), selections)
+        try:
+            memo.selections = (tuple(map(weakref.ref, statuses)), selections)
+        except TypeError:  # a status that cannot be weakly referenced: not remembered
+            memo.selections = None
         return selections
 
     def _facts(self, node: Node) -> dict[str, bool] | None:
@@ -253,8 +259,12 @@ class NodeFilter:
         if state is not None and state[0] is node and state[1]() is status:
             facts = state[2]
         else:
+            try:
+                ref = weakref.ref(status)
+            except TypeError:  # cannot be weakly referenced: not remembered
+                return None
             facts = {}
-            states[address] = (node, weakref.ref(status), facts)
+            states[address] = (node, ref, facts)
         self._seen[address] = (node, facts)
         return facts
 
@@ -272,6 +282,11 @@ class NodeFilter:
     def known_names(self) -> frozenset[str]:
         """Kubernetes Node names and addresses of the cluster's nodes."""
         return self._memo.known_names
+
+    @property
+    def node_by_address(self) -> Mapping[str, Node]:
+        """``cluster.node_by_address()``, built once per cluster (do not modify)."""
+        return self._memo.node_by_address
 
     def running(self, node: Node, container: str) -> bool:
         """Whether ``container`` (a name of ``render.components``) runs on ``node``."""
@@ -502,15 +517,15 @@ class NodeFilter:
     def unrecognized_kubelets(self, nodes: Iterable[Node]) -> tuple[Node, ...]:
         """``select(kubelet_unrecognized, nodes)``, with the running kubelets of a
         remembered selection when ``nodes`` is ``self.nodes``."""
-        names = self._k8s_nodes
         running = self.select(self.kubelet_running, nodes)
         if nodes is self.nodes:
             # The usual answer, in O(nodes) at C speed: every node has its Node object.
+            names = map(_NAME, self.status.kubernetes.nodes)
             missing = self._memo.nodenames.difference(names)
             if not missing:
                 return ()
             return tuple(n for n in running if n.nodename in missing)
-        return tuple(n for n in running if n.nodename not in names)
+        return tuple(n for n in running if self.kubernetes_node(n) is None)
 
     @_fact
     def kubelet_outdated(self, node: Node, st: NodeStatus) -> bool:
@@ -564,6 +579,22 @@ class NodeFilter:
     def _stray(self, node: Node, field: str) -> bool:
         st = self.node_status(node)
         return not node.control_plane and st.ssh_connected and getattr(st, field).running
+
+    @_selectable
+    def stray_any(self, node: Node) -> bool:
+        """A reachable worker running any control-plane container."""
+        st = self.node_status(node)
+        return (
+            not node.control_plane
+            and st.ssh_connected
+            and (
+                st.api_server.running
+                or st.controller_manager.running
+                or st.scheduler.running
+                or st.etcd.running
+                or st.etcd_rivers.running
+            )
+        )
 
     @_selectable
     def stray_api_server(self, node: Node) -> bool:

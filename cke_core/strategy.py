@@ -28,6 +28,7 @@ inputs, so a recorded decision can be re-derived exactly.
 from __future__ import annotations
 
 import datetime
+import operator
 from collections.abc import Sequence
 
 import attrs
@@ -68,6 +69,8 @@ from cke_core.status import ClusterStatus, Endpoints, EndpointSlice
 from cke_core.timefmt import ZERO_TIME
 
 CONFIG_VERSION = "2"
+_NAME = operator.attrgetter("name")
+_UNSCHEDULABLE = operator.attrgetter("unschedulable")
 
 
 @attrs.frozen
@@ -331,7 +334,7 @@ def etcd_maint_op(nf: NodeFilter) -> Operation | None:
     c, images, cps = nf.cluster, nf.images, nf.control_planes
     members = nf.status.etcd.members
     cp_by_address = {n.address: n for n in cps}
-    node_by_address = c.node_by_address()
+    node_by_address = nf.node_by_address
 
     def non_cluster(in_sync: bool) -> list[str]:
         return [k for k in members if k not in node_by_address and nf.etcd_in_sync(k) == in_sync]
@@ -392,7 +395,9 @@ def k8s_maint_ops(
     if outdated := rk.outdated_attrs_nodes(nf.cluster, ks.nodes):
         ops.append(kops.UpdateNodeOp(apiserver, outdated))
     known = nf.known_names
-    if removed := [n.name for n in ks.nodes if n.name not in known]:
+    if not known.issuperset(map(_NAME, ks.nodes)) and (
+        removed := [n.name for n in ks.nodes if n.name not in known]
+    ):
         ops.append(kops.RemoveNodeOp(apiserver, removed))
     return tuple(ops)
 
@@ -471,6 +476,8 @@ def _etcd_endpoint_ops(
 
 def clean_ops(nf: NodeFilter) -> tuple[Operation, ...]:
     """Stop control-plane containers on reachable nodes that are no longer control planes."""
+    if not nf.select(nf.stray_any, nf.nodes):
+        return ()  # the usual case, in one pass
     ops: list[Operation] = []
     for container, stray in (
         (rc.KUBE_APISERVER, nf.stray_api_server),
@@ -495,7 +502,7 @@ def reboot_uncordon_op(nf: NodeFilter, processing: frozenset[str]) -> Operation 
         return None
     k8s_nodes = nf.status.kubernetes.nodes
     # Only unschedulable Nodes can be candidates: skip the scan when there are none.
-    if not any(n.unschedulable for n in k8s_nodes):
+    if not any(map(_UNSCHEDULABLE, k8s_nodes)):
         return None
     if names := uncordon_candidates(nf.cluster, k8s_nodes, processing):
         return rops.RebootUncordonOp(apiserver, names)

@@ -16,6 +16,7 @@ Everything here is a pure function of its arguments.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -1222,9 +1223,14 @@ def outdated_attrs_nodes(
             outdated = seen[2]
         else:
             outdated = node_outdated(cluster, node, current)
-            verdicts[node.address] = (node, weakref.ref(current), outdated)
+            # Not remembered if the Node object cannot be weakly referenced.
+            with contextlib.suppress(TypeError):
+                verdicts[node.address] = (node, weakref.ref(current), outdated)
         if outdated:
             result.append(desired_node(cluster, node, current))
     answer = tuple(result)
-    memo.last = (tuple(map(weakref.ref, current_tuple)), answer)
+    try:
+        memo.last = (tuple(map(weakref.ref, current_tuple)), answer)
+    except TypeError:  # cannot be weakly referenced: not remembered
+        memo.last = None
     return answer

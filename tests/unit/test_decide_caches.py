@@ -11,7 +11,9 @@ same or other clusters) with the one made from cold caches
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,6 +103,7 @@ def test_each_status_change_is_decided_as_from_cold_caches() -> None:
         READY.with_component(W3, "rivers", image="old"),
         READY.with_ssh_not_connected(W2),
         READY.with_component(W2, "api_server", running=True),
+        READY.with_component(W3, "scheduler", running=True),
         READY.with_component(W1, "etcd_rivers", running=True),
         READY.with_node(W1, labels=FrozenDict({"cke.cybozu.com/stale": "x"})),
         READY.without_nodes(W3),
@@ -218,8 +221,14 @@ def test_predicates_answer_alike_for_equal_but_distinct_nodes() -> None:
 
 
 def test_select_over_all_nodes_matches_a_plain_scan() -> None:
-    inputs = READY.with_component(W2, "proxy", image="old").with_ssh_not_connected(W3).inputs()
+    inputs = (
+        READY.with_component(W2, "proxy", image="old")
+        .with_component(W1, "api_server", running=True)
+        .with_ssh_not_connected(W3)
+        .inputs()
+    )
     nf = NodeFilter(inputs.cluster, inputs.status, inputs.settings)
+    assert [n.address for n in nf.select(nf.stray_any, nf.nodes)] == [W1]
     predicates = [
         nf.ssh_connected,
         nf.ssh_not_connected,
@@ -229,6 +238,7 @@ def test_select_over_all_nodes_matches_a_plain_scan() -> None:
         nf.proxy_stopped,
         nf.kubelet_stopped,
         nf.stray_api_server,
+        nf.stray_any,
     ]
     for _ in range(2):  # the second round answers from the remembered selections
         again = NodeFilter(inputs.cluster, inputs.status, inputs.settings)
@@ -448,3 +458,14 @@ def test_shared_documents_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # The latest status's documents are all kept: parsing it again shares them.
     again = observe(ClusterStatus(nodes=FrozenDict(nodes)))
     assert all(again.nodes[a] is parsed.nodes[a] for a in nodes)
+
+
+def test_caches_do_not_keep_observations_alive() -> None:
+    inputs = READY.inputs()
+    fresh = FrozenDict({a: attrs.evolve(s) for a, s in inputs.status.nodes.items()})
+    observed = attrs.evolve(inputs, status=attrs.evolve(inputs.status, nodes=fresh))
+    assert decide(observed) == Decision(Phase.COMPLETED)
+    ref = weakref.ref(fresh[W1])
+    del observed, fresh
+    gc.collect()
+    assert ref() is None
