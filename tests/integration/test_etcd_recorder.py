@@ -59,6 +59,7 @@ from eventsourcing.tests.persistence import (
     TrackingRecorderTestCase,
 )
 from eventsourcing.utils import Environment
+from missing import component_missing
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ def etcd() -> Iterator[LocalEtcd]:
     try:
         server.start()
     except EtcdNotFoundError as e:
-        pytest.skip(str(e))
+        component_missing(str(e))
     try:
         yield server
     finally:
@@ -663,7 +664,7 @@ def test_quota_exhausted_is_reported() -> None:
         small = LocalEtcd(max_txn_ops=1024, quota_backend_bytes=4 * 1024 * 1024)
         small.start()
     except EtcdNotFoundError as e:
-        pytest.skip(str(e))
+        component_missing(str(e))
     try:
         ds = EtcdDatastore.connect(small.endpoints, max_txn_ops=1024)
         rec = EtcdApplicationRecorder(ds)
@@ -689,7 +690,7 @@ def test_three_members_writer_fails_over() -> None:
     try:
         cluster = LocalEtcd(members=3, max_txn_ops=1024, stop_timeout=1).start()
     except EtcdNotFoundError as e:
-        pytest.skip(str(e))
+        component_missing(str(e))
     try:
         ds = EtcdDatastore.connect(cluster.endpoints, max_txn_ops=1024, timeout=5)
         rec = EtcdApplicationRecorder(ds)

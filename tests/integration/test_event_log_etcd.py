@@ -25,6 +25,7 @@ from cke_adapters.eventlog import (
 )
 from cke_adapters.eventlog.simulated import initial_status, run_engine
 from cke_adapters.local_etcd import EtcdNotFoundError, LocalEtcd
+from missing import component_missing
 
 from cke_core.phases import Phase
 from cke_core.testing import fixture_cluster
@@ -48,7 +49,7 @@ def etcd() -> Iterator[LocalEtcd]:
     try:
         server.start()
     except EtcdNotFoundError as exc:
-        pytest.skip(str(exc))
+        component_missing(str(exc))
     try:
         yield server
     finally:

@@ -35,6 +35,7 @@ from cke_adapters.runtime import (
     label_value,
 )
 from cke_adapters.ssh import FileKeySource, SSHPool
+from missing import component_missing
 
 from cke_core.cluster import Mount, ServiceParams
 from cke_core.status import ServiceStatus
@@ -69,9 +70,9 @@ def make_pool(lab: Lab) -> SSHPool:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces, veths, sshd)")
+        component_missing("the lab needs root (network namespaces, veths, sshd)")
     if find_busybox() is None:
-        pytest.skip("no static busybox for the test image: apt-get install busybox-static")
+        component_missing("no static busybox for the test image: apt-get install busybox-static")
     reap_stale_labs()
     subnet = free_subnet(start=60 + PID % 40)
     lab = Lab(tmp_path_factory.mktemp("rtlab") / "lab", nodes=2, prefix=PREFIX, subnet=subnet)

@@ -31,6 +31,7 @@ from cke_adapters.ssh import (
     NodeUnreachable,
     SSHPool,
 )
+from missing import component_missing
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def run(factory: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0:
-        pytest.skip("the SSH lab needs root (network namespaces, veths, sshd)")
+        component_missing("the SSH lab needs root (network namespaces, veths, sshd)")
     reap_stale_labs()  # leftovers of crashed runs (their owner process is gone)
     subnet = free_subnet(start=100 + PID % 100)
     lab = Lab(tmp_path_factory.mktemp("sshlab") / "lab", nodes=3, prefix=PREFIX, subnet=subnet)
@@ -452,7 +453,7 @@ def test_write_file_is_atomic_with_mode_and_hostile_name(lab: Lab) -> None:
 
 def test_podman_info_over_ssh(lab: Lab) -> None:
     if shutil.which("podman") is None:
-        pytest.skip("podman is not installed")
+        component_missing("podman is not installed")
 
     async def main() -> list[dict[str, Any]]:
         async with pool_for(lab) as pool:
