@@ -8,7 +8,11 @@ etcd, evictions that succeed, queue reads of the stored entries ...) and
 applying its effect. ``health`` then derives the fields a real observation
 would report from what now runs (§D). ``converge`` loops decide → execute
 every operation → health, which is how tests and benchmarks reach realistic
-statuses and check that the decisions converge.
+statuses and check that the decisions converge. ``apply_command`` is one step
+of ``execute`` and ``node_health``, ``register_nodes``, ``kubernetes_health``,
+``reboot_drain_completed`` and ``repair_drain_completed`` are parts of
+``health``, public for adapters that stand in for a part of the cluster
+(``cke_adapters.kubernetes.standin``) so that they answer as this model does.
 
 The status is the simulated world's only state: the etcd member list lives
 in ``status.etcd.members``, Kubernetes objects in ``status.kubernetes``, the
@@ -199,6 +203,22 @@ def stop_container(
     return world.freeze()
 
 
+def apply_command(
+    status: ClusterStatus, cluster: Cluster, command: Command
+) -> tuple[ClusterStatus, CommandResult]:
+    """One command's effect on the world described by ``status``, and its result.
+
+    The building block of ``execute``, public so that an adapter standing in for
+    a part of the cluster (``cke_adapters.kubernetes.standin``, a test harness
+    for node or etcd commands) answers exactly as the simulator does. Health is
+    not re-derived (``health``, ``kubernetes_health``). Raises
+    ``SimulationError`` for a command the model does not know.
+    """
+    world = _World(status, cluster)
+    result = world.apply(command)
+    return world.freeze(), result
+
+
 def apply_decision(inputs: DecisionInputs, decision: Decision) -> ClusterStatus:
     """Run every operation of ``decision`` in order, then re-derive health."""
     status = inputs.status
@@ -273,12 +293,12 @@ def health(status: ClusterStatus, cluster: Cluster) -> ClusterStatus:
         members=members,
         in_sync_members=FrozenDict({k: etcd_healthy and k in running for k in members}),
     )
-    nodes = FrozenDict({addr: _node_health(st, etcd_healthy) for addr, st in status.nodes.items()})
+    nodes = FrozenDict({addr: node_health(st, etcd_healthy) for addr, st in status.nodes.items()})
     return attrs.evolve(
         status,
         etcd=etcd,
         nodes=nodes,
-        kubernetes=_kubernetes_health(status.kubernetes, cluster, nodes),
+        kubernetes=kubernetes_health(status.kubernetes, cluster, nodes),
         reboot_queue=_reboot_queue_health(status.reboot_queue, cluster),
         repair_queue=_repair_queue_health(status.repair_queue),
     )
@@ -288,7 +308,10 @@ def _component_health(st: KubeComponentStatus, healthy: bool) -> Any:
     return st if st.is_healthy == healthy else attrs.evolve(st, is_healthy=healthy)
 
 
-def _node_health(st: NodeStatus, etcd_healthy: bool) -> NodeStatus:
+def node_health(st: NodeStatus, etcd_healthy: bool) -> NodeStatus:
+    """``st`` with the components' ``is_healthy`` derived from what runs: the
+    apiserver when it runs and ``etcd_healthy`` (it needs its etcd), the others
+    when they run. An unreachable node is left as it is (observed as zero)."""
     if not st.ssh_connected:
         return st
     return attrs.evolve(
@@ -311,9 +334,39 @@ def cluster_dns_ip(cluster: Cluster) -> str:
         return "10.0.0.10"
 
 
-def _kubernetes_health(
+def registered_node(cluster: Cluster, name: str) -> KubernetesNode:
+    """The Node a kubelet registers under ``name``: the boot taints of cluster.yml
+    (``register-with-taints``), not Ready until ``kubernetes_health`` says so."""
+    return KubernetesNode(name=name, taints=cluster.options.kubelet.boot_taints)
+
+
+def register_nodes(
     ks: KubernetesStatus, cluster: Cluster, nodes: Mapping[str, NodeStatus]
 ) -> KubernetesStatus:
+    """``ks`` with a Node for each cluster.yml node whose kubelet runs (on a
+    reachable node) and has none yet (``registered_node``), appended in
+    cluster.yml order; existing Nodes are left as they are.
+
+    The simulator registers a Node when it runs a kubelet; an observer that sees
+    kubelets run without having run them (a stand-in API) registers them here.
+    """
+    known = {n.name for n in ks.nodes}
+    new = []
+    for node in cluster.nodes:
+        st = nodes.get(node.address)
+        runs = st is not None and st.ssh_connected and st.kubelet.running
+        if runs and node.nodename not in known:
+            known.add(node.nodename)
+            new.append(registered_node(cluster, node.nodename))
+    return attrs.evolve(ks, nodes=(*ks.nodes, *new)) if new else ks
+
+
+def kubernetes_health(
+    ks: KubernetesStatus, cluster: Cluster, nodes: Mapping[str, NodeStatus]
+) -> KubernetesStatus:
+    """The Kubernetes fields ``health`` derives: a Node of a cluster.yml node is
+    Ready when that node's kubelet runs (Nodes of other machines keep theirs);
+    the ``cluster-dns`` ClusterIP exists once its Service was applied."""
     address_of = {n.nodename: n.address for n in cluster.nodes}
 
     def ready(node: KubernetesNode) -> bool:
@@ -334,6 +387,29 @@ def _kubernetes_health(
     return attrs.evolve(ks, nodes=k8s_nodes, cluster_dns=cluster_dns)
 
 
+def reboot_drain_completed(queue: RebootQueueStatus, cluster: Cluster) -> tuple[int, ...]:
+    """The reboot entries whose drain completed (§D.2 step 7): every draining
+    entry of a cluster.yml node (the first entry per node), as no pod is left."""
+    members = {n.address for n in cluster.nodes}
+    return tuple(
+        e.index
+        for e in first_entry_per_node(queue.entries)
+        if e.status is RebootStatus.DRAINING and e.node in members
+    )
+
+
+def repair_drain_completed(queue: RepairQueueStatus) -> FrozenDict[str, bool]:
+    """The repair entries whose drain completed (§D.2 step 6): every processing
+    entry in its draining step, as no pod is left (or the machine left the cluster)."""
+    return FrozenDict(
+        {
+            e.address: True
+            for e in queue.entries
+            if e.status is RepairStatus.PROCESSING and e.step_status is RepairStepStatus.DRAINING
+        }
+    )
+
+
 def _reboot_queue_health(queue: RebootQueueStatus, cluster: Cluster) -> RebootQueueStatus:
     members = {n.address for n in cluster.nodes}
     entries = first_entry_per_node(queue.entries)
@@ -341,9 +417,7 @@ def _reboot_queue_health(queue: RebootQueueStatus, cluster: Cluster) -> RebootQu
         queue,
         next_candidates=(),
         drain_timedout=(),
-        drain_completed=tuple(
-            e.index for e in entries if e.status is RebootStatus.DRAINING and e.node in members
-        ),
+        drain_completed=reboot_drain_completed(queue, cluster),
         reboot_dequeued=tuple(
             e.index
             for e in entries
@@ -361,9 +435,7 @@ def _repair_queue_health(queue: RepairQueueStatus) -> RepairQueueStatus:
         repair_completed=FrozenDict(
             {e.address: True for e in processing if e.step_status is RepairStepStatus.WATCHING}
         ),
-        drain_completed=FrozenDict(
-            {e.address: True for e in processing if e.step_status is RepairStepStatus.DRAINING}
-        ),
+        drain_completed=repair_drain_completed(queue),
     )
 
 
@@ -697,8 +769,7 @@ class _World:
     def _register(self, address: str) -> None:
         name = self.nodename.get(address, address)
         if name not in self.k8s_nodes:
-            taints = self.cluster.options.kubelet.boot_taints
-            self.k8s_nodes[name] = KubernetesNode(name=name, taints=taints)
+            self.k8s_nodes[name] = registered_node(self.cluster, name)
 
     def _retaint(self, names: Sequence[str], taints: Sequence[Taint]) -> None:
         for name in names:

@@ -84,7 +84,7 @@ class Issuer(Protocol):
 
 @runtime_checkable
 class KubernetesPort(Protocol):
-    """The Kubernetes API as the engine uses it (§D.1 health, §D.2 steps 4–7, §I).
+    """The Kubernetes API as the engine uses it (§D.1 health, §D.2 steps 4-7, §I).
 
     ``nodes`` is the per-node status observed over SSH in this round (the
     containers that run); implementations that stand in for a real API use
@@ -92,10 +92,21 @@ class KubernetesPort(Protocol):
     """
 
     async def component_health(
-        self, cluster: Cluster, address: str, node: NodeStatus
+        self,
+        cluster: Cluster,
+        address: str,
+        node: NodeStatus,
+        *,
+        nodes: Mapping[str, NodeStatus] | None = None,
     ) -> NodeStatus:
         """``node`` with ``is_healthy`` of the apiserver, controller manager,
-        scheduler, proxy and kubelet filled in (each only if it runs)."""
+        scheduler, proxy and kubelet filled in (each only if it runs).
+
+        ``nodes``: every node observed over SSH in this round, when the caller
+        has them. A real client probes each component and ignores it; a
+        stand-in needs it to answer for an apiserver, whose health depends on
+        the etcd of *other* nodes.
+        """
         ...
 
     async def observe(
@@ -112,7 +123,7 @@ class KubernetesPort(Protocol):
         repair: RepairQueueStatus,
         nodes: Mapping[str, NodeStatus],
     ) -> tuple[RebootQueueStatus, RepairQueueStatus]:
-        """The queues with the Kubernetes-derived fields of §D.2 steps 6–7 filled
+        """The queues with the Kubernetes-derived fields of §D.2 steps 6-7 filled
         in (drains completed or timed out); the entries come from the event log."""
         ...
 
