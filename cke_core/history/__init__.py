@@ -11,6 +11,7 @@ from its keys (§E.1) is derived from them (each aggregate's ``etcd_keys()``):
 * ``RebootQueue`` and ``RepairQueue`` — every entry transition of §F, checked
   against its state machine (``queues``);
 * ``Leadership`` — leadership terms (``leadership``);
+* ``StorageVersion`` — CKE's ``config-version`` (``storage``);
 * ``DecisionRecorded`` — each decision with references to its inputs and a
   compact observation chain (``provenance``); ``replay`` re-derives and
   explains decisions.
@@ -38,9 +39,11 @@ from cke_core.history.ids import (
     REBOOT_QUEUE_ID,
     RECORD_COUNTER_ID,
     REPAIR_QUEUE_ID,
+    STORAGE_VERSION_ID,
     record_id,
 )
 from cke_core.history.leadership import Leadership, LeadershipTerm
+from cke_core.history.storage import StorageVersion
 from cke_core.history.provenance import (
     DecisionRecorded,
     DecisionRecorder,
@@ -79,6 +82,8 @@ __all__ = [
     "REBOOT_REMOVALS",
     "REBOOT_TRANSITIONS",
     "RECORD_COUNTER_ID",
+    "STORAGE_VERSION_ID",
+    "StorageVersion",
     "REPAIR_QUEUE_ID",
     "REPAIR_TRANSITIONS",
     "ClusterConfiguration",

@@ -19,6 +19,7 @@ __all__ = [
     "REBOOT_QUEUE_ID",
     "RECORD_COUNTER_ID",
     "REPAIR_QUEUE_ID",
+    "STORAGE_VERSION_ID",
     "UUID",
     "history_id",
     "record_id",
@@ -44,3 +45,4 @@ REBOOT_QUEUE_ID: Final = history_id("reboots")
 REPAIR_QUEUE_ID: Final = history_id("repairs")
 LEADERSHIP_ID: Final = history_id("leader")
 DECISION_LOG_ID: Final = history_id("decisions")
+STORAGE_VERSION_ID: Final = history_id("config-version")

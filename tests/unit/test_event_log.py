@@ -937,3 +937,19 @@ def test_cli_plan_exit_codes(cli: Cli, db: Path, tmp_path: Path) -> None:
     invalid.write_text("name: x\nnodes: []\nservice_subnet: 1\n")
     failed = cli("--store", db, "plan", "-f", invalid)
     assert failed.code == 1
+
+
+def test_config_version_defaults_to_1_and_is_set_once(tmp_path: Path) -> None:
+    log = fresh(tmp_path / "v.db")
+    assert log.config_version() == "1"
+    assert log.set_config_version("2", at=at(1)) is True
+    assert log.set_config_version("2", at=at(2)) is False
+    assert log.config_version() == "2"
+    with pytest.raises(Exception, match="decimal string"):
+        log.set_config_version("two", at=at(3))
+    assert log.config_version() == "2"
+    text = export_text(log)
+    target = fresh(tmp_path / "copy.db")
+    target.import_jsonl(io.StringIO(text))
+    assert target.config_version() == "2"
+    assert log.replay().state["config-version"] == "2"

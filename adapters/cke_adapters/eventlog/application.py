@@ -80,6 +80,7 @@ from cke_core.history import (
     REBOOT_QUEUE_ID,
     RECORD_COUNTER_ID,
     REPAIR_QUEUE_ID,
+    STORAGE_VERSION_ID,
     ClusterConfiguration,
     ConfigurationVersions,
     DecisionRecorded,
@@ -92,6 +93,7 @@ from cke_core.history import (
     RecordCounter,
     RemovalReason,
     RepairQueue,
+    StorageVersion,
     etcd_view,
     explain,
     observations,
@@ -102,7 +104,7 @@ from cke_core.problems import ConfigError, Problem
 from cke_core.queues import RebootQueueEntry, RepairQueueEntry, RepairStatus
 from cke_core.render.images import EngineSettings
 from cke_core.render.kubernetes import parse_user_resources
-from cke_core.status import ClusterStatus, status_from_json
+from cke_core.status import DEFAULT_CONFIG_VERSION, ClusterStatus, status_from_json
 from cke_core.strategy import Decision, DecisionInputs
 from cke_core.testing import UnfinishedPlanError, step_ops
 from cke_core.timefmt import UTC, format_rfc3339
@@ -968,6 +970,24 @@ class EventLog(Application[UUID]):
             raise NotFoundError("no leadership term has started")
         leadership.end_term(term, reason, self._time(at))
         self._save(leadership)
+
+    # --- config-version ---------------------------------------------------------------------
+
+    @_query
+    def config_version(self) -> str:
+        """CKE's ``config-version`` (§E.1); ``"1"`` until the ``upgrade`` operation set it."""
+        stored = self._get(STORAGE_VERSION_ID, StorageVersion)
+        return DEFAULT_CONFIG_VERSION if stored is None else str(stored.config_version)
+
+    @_command
+    def set_config_version(self, version: str, at: datetime.datetime | None = None) -> bool:
+        """Set ``config-version`` (what ``upgrade-version-from-1-to-2`` writes);
+        False when it already had that value. Fenced like every write."""
+        when = self._time(at)
+        stored = self._singleton(StorageVersion, STORAGE_VERSION_ID, when)
+        changed = stored.set_version(version, when)
+        self._save(stored)
+        return bool(changed)
 
     # --- history ------------------------------------------------------------------------------
 

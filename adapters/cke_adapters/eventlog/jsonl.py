@@ -63,6 +63,7 @@ from cke_core.history import (
     RECORD_COUNTER_ID,
     REPAIR_QUEUE_ID,
     REPAIR_TRANSITIONS,
+    STORAGE_VERSION_ID,
     ClusterConfiguration,
     DecisionRecorded,
     HistoryAggregate,
@@ -73,6 +74,7 @@ from cke_core.history import (
     RecordStatus,
     RepairQueue,
     RepairState,
+    StorageVersion,
     observations,
     record_id,
     repair_state,
@@ -111,6 +113,7 @@ AGGREGATE_CLASSES: Final[tuple[type[HistoryAggregate], ...]] = (
     RebootQueue,
     RepairQueue,
     Leadership,
+    StorageVersion,
 )
 SINGLETON_IDS: Final[Mapping[type[HistoryAggregate], UUID]] = {
     ClusterConfiguration: CLUSTER_CONFIGURATION_ID,
@@ -118,6 +121,7 @@ SINGLETON_IDS: Final[Mapping[type[HistoryAggregate], UUID]] = {
     RebootQueue: REBOOT_QUEUE_ID,
     RepairQueue: REPAIR_QUEUE_ID,
     Leadership: LEADERSHIP_ID,
+    StorageVersion: STORAGE_VERSION_ID,
 }
 
 
