@@ -757,6 +757,26 @@ class ContainerRuntime:
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             raise RuntimeCommandError(address, "make-files", f"{path}: {reason}") from exc
 
+    async def install_cni(self, address: str, image: str, target: str = "/opt/cni/bin") -> None:
+        """CKE ``install-cni``: copy the tools image's CNI plugins
+        (``/cni_plugins/bin/*``) to ``target`` on the node.
+
+        The image is not *run* (see the note on foreground runs above): a
+        container is created from it, the directory copied out with
+        ``{cli} cp``, and the container removed.
+        """
+        action = "install-cni"
+        self._check_image(address, action, image)
+        path = self._check_path(address, action, target)
+        name = f"cke-install-cni-{secrets.token_hex(6)}"
+        await self._run(address, action, ["install", "-d", "-m", "755", "--", path])
+        await self._cli(address, action, "create", f"--name={name}", image, "true")
+        try:
+            await self._cli(address, action, "cp", f"{name}:/cni_plugins/bin/.", path)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.ssh.run(address, [self.cli, "rm", "-f", name], check=False)
+
     async def empty_dir(self, address: str, directory: str) -> None:
         """CKE ``empty-dir``: remove everything inside ``directory`` (kept); nothing
         to do if it does not exist."""
