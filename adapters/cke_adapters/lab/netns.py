@@ -18,7 +18,11 @@ Per node ``i`` (files under ``base/node<i>/``):
   (podman's lock segment) and on the node's ``run/`` directory (podman's
   runroot and tmp dir, cleared like a real ``/run`` at boot), bind-mounts the
   node's own empty ``root/`` over root's home (so sessions do not run the
-  host's ``~/.bashrc``, and nodes do not share dotfiles), then sleeps. Its
+  host's ``~/.bashrc``, and nodes do not share dotfiles), bind-mounts the
+  node's ``fs/<dir>`` over each of ``NODE_PRIVATE_DIRS`` (``/etc/etcd``,
+  ``/etc/kubernetes`` ...: what CKE writes is per machine), makes its mounts
+  shared *within* the node (the kubelet's ``rshared`` bind needs it; the
+  host is not affected), then sleeps. Its
   UTS and mount namespaces are the node's "machine": sshd restarts re-enter
   them, so podman's view of its mounts survives an sshd restart.
 * **sshd** started with ``nsenter -t <holder> --net --uts --mount sshd -D -e -f
@@ -68,13 +72,39 @@ from typing import Self
 
 import asyncssh
 
-__all__ = ["Lab", "LabError", "LabNode", "NodeStatus", "free_subnet", "reap_stale_labs"]
+__all__ = [
+    "NODE_PRIVATE_DIRS",
+    "Lab",
+    "LabError",
+    "LabNode",
+    "NodeStatus",
+    "free_subnet",
+    "reap_stale_labs",
+]
 
 _MAX_IFNAME = 15
 _OWNER_DIR = Path("/run/ckelab")
 _MARKER = ".ckelab"
 _SSH_PORT = 22
 _START_TIMEOUT = 10.0
+
+NODE_PRIVATE_DIRS = (
+    "/etc/etcd",
+    "/etc/kubernetes",
+    "/etc/cni",
+    "/opt/cni",
+    "/opt/volume",
+    "/var/lib/kubelet",
+    "/var/lib/cni",
+    "/var/lib/docker",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/lib/modules",
+)
+"""Directories CKE writes or binds on a node, private to each lab node: each is
+bind-mounted from the node's ``fs/`` directory in the node's mount namespace,
+so one node's certificates and configuration never overwrite another's.
+(Empty mount points are created on the host if missing.)"""
 
 CONTAINERS_ULIMITS = ("nofile=1024:1024", "nproc=1000:1000")
 """Default container ulimits: crun/runc fail to raise the host's limits here."""
@@ -118,6 +148,11 @@ class LabNode:
     def run_dir(self) -> Path:
         """tmpfs private to the node (podman runroot and tmp dir)."""
         return self.directory / "run"
+
+    @property
+    def fs_dir(self) -> Path:
+        """The node's own copies of ``NODE_PRIVATE_DIRS`` (``fs/etc/etcd`` ...)."""
+        return self.directory / "fs"
 
     @property
     def home(self) -> Path:
@@ -444,16 +479,22 @@ class Lab:
                 _run(["ip", "-n", ns, "route", "add", "default", "via", self.bridge_address])
 
     def _start_holder(self, node: LabNode) -> None:
+        for path in NODE_PRIVATE_DIRS:
+            Path(path).mkdir(parents=True, exist_ok=True)  # the mount point on the host
+            (node.fs_dir / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
         script = (
             'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /dev/shm'
             ' && mount -t tmpfs -o mode=0755 tmpfs "$2" && mount --bind "$3" "$4"'
+            ' && fs="$5" && shift 5'
+            ' && for d in "$@"; do mount --bind "$fs$d" "$d" || exit 1; done'
+            " && mount --make-rshared /"
             " && echo ready && exec sleep infinity"
         )
         proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{node.netns}",
              "unshare", "--uts", "--mount", "--propagation", "private", "--",
              "sh", "-c", script, "sh", node.hostname, str(node.run_dir), str(node.home),
-             _root_home()],
+             _root_home(), str(node.fs_dir), *NODE_PRIVATE_DIRS],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
         )  # fmt: skip
