@@ -953,3 +953,38 @@ def test_config_version_defaults_to_1_and_is_set_once(tmp_path: Path) -> None:
     target.import_jsonl(io.StringIO(text))
     assert target.config_version() == "2"
     assert log.replay().state["config-version"] == "2"
+
+
+def test_cluster_and_constraints_change_together(tmp_path: Path) -> None:
+    from cke_core.constraints import Constraints
+
+    def cluster_yml(control_planes: int) -> str:
+        nodes = "".join(
+            f"- address: 10.0.0.{i}\n  user: root\n"
+            f"  control_plane: {str(i <= control_planes).lower()}\n"
+            for i in range(1, 6)
+        )
+        return f"name: t\nservice_subnet: 10.68.0.0/16\nnodes:\n{nodes}"
+
+    log = fresh(tmp_path / "both.db")
+    log.set_constraint("control-plane-count", "3", at=T0)
+    log.set_cluster(cluster_yml(3), at=T0)
+    text = cluster_yml(4)
+    with pytest.raises(ConfigError, match="control-plane-count is 3"):
+        log.set_cluster(text, at=at(1))
+    with pytest.raises(ConfigError, match="3 control plane"):
+        log.set_constraint("control-plane-count", "4", at=at(1))
+    before = log.count_events()
+    with pytest.raises(ConfigError, match="control-plane-count is 5"):
+        log.set_cluster_and_constraints(text, Constraints(control_plane_count=5), at=at(1))
+    assert log.count_events() == before
+    result = log.set_cluster_and_constraints(text, Constraints(control_plane_count=4), at=at(2))
+    assert result.changed
+    cluster = log.cluster()
+    constraints = log.constraints()
+    assert cluster is not None
+    assert constraints is not None
+    assert len(cluster.control_planes) == 4
+    assert constraints.control_plane_count == 4
+    again = log.set_cluster_and_constraints(text, Constraints(control_plane_count=4), at=at(3))
+    assert not again.changed

@@ -53,8 +53,10 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    JSONTranscoder,
     OperationalError,
     PersistenceError,
+    Transcoder,
 )
 from eventsourcing.utils import Environment, get_topic
 
@@ -68,6 +70,7 @@ from cke_adapters.eventlog.errors import (
 )
 from cke_adapters.eventlog.replaying import rederive
 from cke_adapters.eventlog.store import StoreURLError, default_store_url, parse_store_url
+from cke_adapters.eventlog.transcoder import FastJSONTranscoder
 from cke_core import codec, strategy
 from cke_core.cluster import Cluster
 from cke_core.config import check_cluster, check_constraints, check_raw
@@ -132,6 +135,8 @@ MAX_HISTORY: Final = 1000
 #: The records ``follow`` replays before it watches, without ``-n``.
 FOLLOW_DEFAULT: Final = 20
 _PAGE: Final = 2000
+#: Notifications read per query by ``replay`` (SQLite: one SELECT each).
+_REPLAY_PAGE: Final = 10_000
 _ATTEMPTS: Final = 3
 _INTEGER: Final = re.compile(r"[+-]?\d+\Z")
 DEFAULT_POLICY: Final = ObservationPolicy()
@@ -202,6 +207,16 @@ class DecisionDifference:
     differences: tuple[str, ...]
     #: The operation records the decision started.
     records: tuple[int, ...]
+
+
+@attrs.define
+class _ReplayProgress:
+    """What ``replay`` has read so far."""
+
+    count: int = 0
+    decisions: int = 0
+    last_decision: DecisionRecorded | None = None
+    last_at: datetime.datetime | None = None
 
 
 @attrs.frozen
@@ -346,6 +361,15 @@ class EventLog(Application[UUID]):
         with self.store_errors():
             super().__init__(dict(env or {}))
 
+    def construct_transcoder(self) -> Transcoder:
+        """eventsourcing's JSON transcoder, with a faster decoder (``transcoder``)
+        unless the environment names another transcoder."""
+        transcoder = super().construct_transcoder()
+        if type(transcoder) is JSONTranscoder:
+            transcoder = FastJSONTranscoder()
+            self.register_transcodings(transcoder)
+        return transcoder
+
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         """Only the settings given (not ``os.environ``): the URL decides the store."""
         settings = {
@@ -447,6 +471,27 @@ class EventLog(Application[UUID]):
         if errors or checked.value is None:
             raise ConfigError([*errors, *warnings] or [Problem("", "the document is empty")])
         return self._set_spec(checked.value, warnings, self._time(at))
+
+    @_command
+    def set_cluster_and_constraints(
+        self, text: str, constraints: Constraints, at: datetime.datetime | None = None
+    ) -> SetResult:
+        """Store cluster.yml and the constraints together, checked against each
+        other and saved in one write: how a change that moves both is made (a
+        promoted control plane changes ``control-plane-count`` too), which two
+        separate writes cannot do since each is checked against the other."""
+        checked = check_cluster(text)
+        errors = [p for p in checked.problems if p.severity == "error"]
+        warnings = tuple(p for p in checked.problems if p.severity == "warning")
+        if errors or checked.value is None:
+            raise ConfigError([*errors, *warnings] or [Problem("", "the document is empty")])
+        _raise_errors(check_against_constraints(checked.value, constraints))
+        when = self._time(at)
+        config = self._singleton(ClusterConfiguration, CLUSTER_CONFIGURATION_ID, when)
+        changed = config.set_constraints(constraints, when)
+        changed = config.set_spec(checked.value, when) or changed
+        self._save(config)
+        return SetResult(changed, warnings)
 
     @_command
     def set_spec(self, cluster: Cluster, at: datetime.datetime | None = None) -> SetResult:
@@ -1059,21 +1104,25 @@ class EventLog(Application[UUID]):
 
     # --- replay, explain, plan -----------------------------------------------------------
 
-    def _notifications(self) -> Iterator[Any]:
+    def _notifications(self, page: int = _PAGE) -> Iterator[Any]:
         start = 1
         while True:
             with self.store_errors():
-                page = self.recorder.select_notifications(start, _PAGE)
-            yield from page
-            if len(page) < _PAGE:
+                notifications = self.recorder.select_notifications(start, page)
+            yield from notifications
+            if len(notifications) < page:
                 return
-            start = page[-1].id + 1
+            start = notifications[-1].id + 1
 
     def replay(self, until: int | datetime.datetime | None = None) -> ReplayReport:
         """Rebuild the state as of ``until`` (a record id: up to that record's
         last event; a time: up to the last event at or before it; None: the
         whole log), re-run ``decide`` on every recorded decision up to there and
-        report each one whose result differs."""
+        report each one whose result differs.
+
+        The log is read once, in order, and each decision is re-derived as soon
+        as it is read (its configuration events are earlier in the log), so
+        only the aggregates and the last observation are held in memory."""
         stop_after: tuple[UUID, int] | None = None
         if until is None:
             point = "the end of the log"
@@ -1085,54 +1134,60 @@ class EventLog(Application[UUID]):
             point = f"record {until}"
         aggregates: dict[UUID, Any] = {}
         configuration: list[Any] = []
-        decisions: list[DecisionRecorded] = []
-        count = 0
-        last_at: datetime.datetime | None = None
-        for notification in self._notifications():
-            event: Any = self.mapper.to_domain_event(notification)
-            if isinstance(until, datetime.datetime) and event.timestamp > until:
-                break
-            count += 1
-            oid = event.originator_id
-            if oid == DECISION_LOG_ID:
-                decisions.append(event)
-            else:
-                aggregates[oid] = event.mutate(aggregates.get(oid))
-                if oid == CLUSTER_CONFIGURATION_ID:
-                    configuration.append(event)
-            last_at = event.timestamp
-            if stop_after is not None and (oid, event.originator_version) == stop_after:
-                break
+        read = _ReplayProgress()
+
+        def decision_events() -> Iterator[DecisionRecorded]:
+            to_domain_event = self.mapper.to_domain_event
+            for notification in self._notifications(_REPLAY_PAGE):
+                event: Any = to_domain_event(notification)
+                if isinstance(until, datetime.datetime) and event.timestamp > until:
+                    return
+                read.count += 1
+                oid = event.originator_id
+                if oid == DECISION_LOG_ID:
+                    read.decisions += 1
+                    read.last_decision = event
+                    yield event
+                else:
+                    aggregates[oid] = event.mutate(aggregates.get(oid))
+                    if oid == CLUSTER_CONFIGURATION_ID:
+                        configuration.append(event)
+                read.last_at = event.timestamp
+                if stop_after is not None and (oid, event.originator_version) == stop_after:
+                    return
+
+        differing: list[tuple[DecisionRecorded, tuple[str, ...]]] = []
+        engines: dict[str, int] = {}
+        for rederived in rederive(decision_events(), configuration):
+            event = rederived.event
+            engines[event.engine_version] = engines.get(event.engine_version, 0) + 1
+            if rederived.differences:
+                differing.append((event, rederived.differences))
         records: dict[int, list[int]] = {}
         for aggregate in aggregates.values():
             if isinstance(aggregate, OperationRecord) and aggregate.decision:
                 records.setdefault(aggregate.decision, []).append(aggregate.record_id)
-        differences: list[DecisionDifference] = []
-        engines: dict[str, int] = {}
-        for rederived in rederive(decisions, configuration):
-            event = rederived.event
-            engines[event.engine_version] = engines.get(event.engine_version, 0) + 1
-            if rederived.differences:
-                differences.append(
-                    DecisionDifference(
-                        position=event.position,
-                        at=event.now,
-                        engine_version=event.engine_version,
-                        phase=event.phase,
-                        differences=rederived.differences,
-                        records=tuple(sorted(records.get(event.position, ()))),
-                    )
-                )
+        differences = tuple(
+            DecisionDifference(
+                position=event.position,
+                at=event.now,
+                engine_version=event.engine_version,
+                phase=event.phase,
+                differences=found,
+                records=tuple(sorted(records.get(event.position, ()))),
+            )
+            for event, found in differing
+        )
         sources: list[Any] = list(aggregates.values())
-        if decisions:
-            sources.append(decisions[-1])
+        if read.last_decision is not None:
+            sources.append(read.last_decision)
         return ReplayReport(
             point=point,
-            events=count,
-            decisions=len(decisions),
-            differences=tuple(differences),
+            events=read.count,
+            decisions=read.decisions,
+            differences=differences,
             state=etcd_view(*sources),
-            last_event_at=last_at,
+            last_event_at=read.last_at,
             engine_version=engine_version(),
             recorded_engines=engines,
         )
