@@ -189,8 +189,8 @@ class Observer:
         address = node.address
         async with self._limit:
             try:
-                if not await self.ssh.check(address):
-                    return NodeStatus(), "SSH connection failed"
+                # No separate reachability probe: the first command connects (or
+                # reuses the connection), and an SSH failure anywhere is "unreachable".
                 services = await self.runtime.inspect(address, SYSTEM_CONTAINERS)
                 has_data, added = await self.runtime.etcd_volumes(
                     address, cluster.options.etcd.volume_name

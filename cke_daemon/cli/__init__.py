@@ -18,6 +18,7 @@ import click
 from cke_daemon.cli.cluster import cluster
 from cke_daemon.cli.errors import run_cli
 from cke_daemon.cli.history import history, plan, replay, status
+from cke_daemon.cli.lab import lab
 from cke_daemon.cli.log import cluster_get, cluster_set, constraints, events
 
 
@@ -47,6 +48,7 @@ ckecli.add_command(status)
 ckecli.add_command(replay)
 ckecli.add_command(plan)
 ckecli.add_command(events)
+ckecli.add_command(lab)
 
 
 def main() -> None:
