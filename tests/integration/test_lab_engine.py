@@ -241,6 +241,22 @@ def test_a_client_reaches_etcd_through_each_etcd_rivers(lab: LabInfo, tmp_path: 
         assert get.stdout.strip() == node.address
 
 
+def test_a_stopped_etcd_is_started_again(lab: LabInfo) -> None:
+    stopped = lab.nodes[2]
+    on_node(lab, stopped, "podman", "stop", "--time=5", "etcd")
+    assert not containers(lab, stopped).get("etcd")
+    before = len(records(lab))
+    report, _ = run(lab)
+    assert report.phase == "completed"
+    started = [r for r in records(lab)[before:] if r["operation"] == "etcd-start"]
+    assert started
+    assert started[0]["targets"] == [stopped.address]
+    assert containers(lab, stopped).get("etcd")
+    status, warnings = etcd_status(lab, endpoints(lab.control_planes))
+    assert status.is_healthy, warnings
+    assert all(status.in_sync_members.values())
+
+
 def etcd_args(lab: LabInfo, node: LabNodeInfo) -> list[str]:
     out = on_node(lab, node, "podman", "container", "inspect", "etcd", "--format", "{{json .Args}}")
     return list(json.loads(out))
