@@ -43,7 +43,6 @@ from cke_core.history.ids import (
     record_id,
 )
 from cke_core.history.leadership import Leadership, LeadershipTerm
-from cke_core.history.storage import StorageVersion
 from cke_core.history.provenance import (
     DecisionRecorded,
     DecisionRecorder,
@@ -73,6 +72,7 @@ from cke_core.history.queues import (
 )
 from cke_core.history.records import OperationRecord, RecordCounter, RecordStatus, record_key
 from cke_core.history.replay import Replay, compare, explain, rebuild_inputs, replay_log
+from cke_core.history.storage import StorageVersion
 
 __all__ = [
     "CLUSTER_CONFIGURATION_ID",
@@ -82,10 +82,9 @@ __all__ = [
     "REBOOT_REMOVALS",
     "REBOOT_TRANSITIONS",
     "RECORD_COUNTER_ID",
-    "STORAGE_VERSION_ID",
-    "StorageVersion",
     "REPAIR_QUEUE_ID",
     "REPAIR_TRANSITIONS",
+    "STORAGE_VERSION_ID",
     "ClusterConfiguration",
     "ConfigurationVersions",
     "DecisionRecorded",
@@ -108,6 +107,7 @@ __all__ = [
     "RepairQueue",
     "RepairState",
     "Replay",
+    "StorageVersion",
     "TransitionError",
     "apply_delta",
     "compare",
