@@ -561,6 +561,12 @@ def _under_status(path: str) -> str:
     return "status" + path if path.startswith("[") else f"status.{path}"
 
 
+def reference_problems(status: ClusterStatus) -> list[Problem]:
+    """What ``status_from_json`` checks beyond the structure: queue indices
+    must be unique and the reboot lists must name real entries."""
+    return _reference_problems(status)
+
+
 def _reference_problems(status: ClusterStatus) -> list[Problem]:
     """Queue indices must be unique and the reboot lists must name real entries."""
     problems = _duplicate_indices("reboot_queue", [e.index for e in status.reboot_queue.entries])

@@ -20,6 +20,7 @@ from cke_daemon.cli.errors import run_cli
 from cke_daemon.cli.history import history, plan, replay, status
 from cke_daemon.cli.lab import lab
 from cke_daemon.cli.log import cluster_get, cluster_set, constraints, events
+from cke_daemon.cli.queues import reboot_queue, repair_queue
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,6 +50,9 @@ ckecli.add_command(replay)
 ckecli.add_command(plan)
 ckecli.add_command(events)
 ckecli.add_command(lab)
+ckecli.add_command(reboot_queue)
+ckecli.add_command(reboot_queue, "rq")
+ckecli.add_command(repair_queue)
 
 
 def main() -> None:

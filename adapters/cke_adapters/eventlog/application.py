@@ -39,8 +39,12 @@ import contextlib
 import datetime
 import functools
 import importlib.metadata
+import itertools
+import os
+import pickle
 import re
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -68,7 +72,7 @@ from cke_adapters.eventlog.errors import (
     FencedError,
     NotFoundError,
 )
-from cke_adapters.eventlog.replaying import rederive
+from cke_adapters.eventlog.replaying import ENGINE_DECIDE, rederive
 from cke_adapters.eventlog.store import StoreURLError, default_store_url, parse_store_url
 from cke_adapters.eventlog.transcoder import FastJSONTranscoder
 from cke_core import codec, strategy
@@ -89,6 +93,7 @@ from cke_core.history import (
     DecisionRecorded,
     DecisionRecorder,
     HistoryAggregate,
+    HistoryError,
     Leadership,
     ObservationPolicy,
     OperationRecord,
@@ -136,7 +141,18 @@ MAX_HISTORY: Final = 1000
 FOLLOW_DEFAULT: Final = 20
 _PAGE: Final = 2000
 #: Notifications read per query by ``replay`` (SQLite: one SELECT each).
-_REPLAY_PAGE: Final = 10_000
+REPLAY_PAGE: Final = 10_000
+#: Decisions a replay worker reads per query.
+_WORKER_PAGE: Final = 1000
+_WORKER_MODULE: Final = "cke_adapters.eventlog.replay_worker"
+#: Processes ``replay`` uses at most by default.
+MAX_REPLAY_JOBS: Final = 4
+#: Decisions below which ``replay`` stays in one process (starting a worker
+#: costs about a second).
+PARALLEL_MIN_DECISIONS: Final = 4000
+#: This process's share of the decisions against 1.0 for each worker (it also
+#: reads and folds the whole log).
+_MAIN_SHARE: Final = 0.65
 _ATTEMPTS: Final = 3
 _INTEGER: Final = re.compile(r"[+-]?\d+\Z")
 DEFAULT_POLICY: Final = ObservationPolicy()
@@ -215,7 +231,9 @@ class _ReplayProgress:
 
     count: int = 0
     decisions: int = 0
-    last_decision: DecisionRecorded | None = None
+    #: The last decision read: its event, or its notification when another
+    #: process re-derives it (decoded at the end).
+    last_decision: Any = None
     last_at: datetime.datetime | None = None
 
 
@@ -1114,7 +1132,9 @@ class EventLog(Application[UUID]):
                 return
             start = notifications[-1].id + 1
 
-    def replay(self, until: int | datetime.datetime | None = None) -> ReplayReport:
+    def replay(
+        self, until: int | datetime.datetime | None = None, *, jobs: int | None = None
+    ) -> ReplayReport:
         """Rebuild the state as of ``until`` (a record id: up to that record's
         last event; a time: up to the last event at or before it; None: the
         whole log), re-run ``decide`` on every recorded decision up to there and
@@ -1122,7 +1142,16 @@ class EventLog(Application[UUID]):
 
         The log is read once, in order, and each decision is re-derived as soon
         as it is read (its configuration events are earlier in the log), so
-        only the aggregates and the last observation are held in memory."""
+        only the aggregates and the last observation are held in memory.
+
+        ``jobs``: processes to re-derive decisions in (None: as many as there
+        are CPUs, at most ``MAX_REPLAY_JOBS``). With more than one, a log of at
+        least ``PARALLEL_MIN_DECISIONS`` decisions in a store other processes
+        can open is split: this process reads and folds every event and
+        re-derives the first decisions; each other process re-derives a later
+        range, starting from the observation snapshot before it
+        (``replay_range``). The report is the same; a worker that cannot run
+        makes this process do everything itself."""
         stop_after: tuple[UUID, int] | None = None
         if until is None:
             point = "the end of the log"
@@ -1132,18 +1161,100 @@ class EventLog(Application[UUID]):
             target = self.record(until)
             stop_after = (target.id, target.version)
             point = f"record {until}"
+        plan = self._replay_plan(until, jobs)
+        if plan is None:
+            return self._replay(until, stop_after, point, None)
+        try:
+            return self._replay(until, stop_after, point, plan)
+        except _WorkerUnavailableError:
+            return self._replay(until, stop_after, point, None)
+
+    def _replay_plan(
+        self, until: int | datetime.datetime | None, jobs: int | None
+    ) -> _ReplayPlan | None:
+        """How to split a replay over processes, or None for one process."""
+        wanted = min(os.cpu_count() or 1, MAX_REPLAY_JOBS) if jobs is None else jobs
+        if (
+            wanted <= 1
+            or isinstance(until, datetime.datetime)  # the cut needs every event decoded
+            or self.url == "memory:"
+            or strategy.decide is not ENGINE_DECIDE  # a substituted engine stays here
+        ):
+            return None
+        with self.store_errors():
+            # First the last event, then the last decision: every decision stored
+            # up to that event is then within the decisions split below.
+            last_event = int(self.recorder.max_notification_id() or 0)
+            last = self.last_decision()
+        decisions = last.position if last is not None else 0
+        if decisions < 2 * wanted or (jobs is None and decisions < PARALLEL_MIN_DECISIONS):
+            return None
+        # This process also reads and folds the whole log: it takes a smaller share.
+        weights = [_MAIN_SHARE] + [1.0] * (wanted - 1)
+        bounds = []
+        done = 0.0
+        for weight in weights:
+            done += weight
+            bounds.append(round(decisions * done / sum(weights)))
+        ranges = tuple((a + 1, b) for a, b in itertools.pairwise(bounds) if b > a)
+        return _ReplayPlan(last_event=last_event, own=bounds[0], ranges=ranges)
+
+    def _replay(
+        self,
+        until: int | datetime.datetime | None,
+        stop_after: tuple[UUID, int] | None,
+        point: str,
+        plan: _ReplayPlan | None,
+    ) -> ReplayReport:
+        workers: list[_Worker] = []
+        try:
+            if plan is not None:
+                workers = [_Worker.start(self.url, first, last) for first, last in plan.ranges]
+            report = self._replay_here(until, stop_after, point, plan, workers)
+        finally:
+            for worker in workers:
+                worker.stop()
+        return report
+
+    def _replay_here(
+        self,
+        until: int | datetime.datetime | None,
+        stop_after: tuple[UUID, int] | None,
+        point: str,
+        plan: _ReplayPlan | None,
+        workers: Sequence[_Worker],
+    ) -> ReplayReport:
         aggregates: dict[UUID, Any] = {}
         configuration: list[Any] = []
         read = _ReplayProgress()
+        own = plan.own if plan is not None else None
+        last_event = plan.last_event if plan is not None else None
+        to_domain_event = self.mapper.to_domain_event
 
         def decision_events() -> Iterator[DecisionRecorded]:
-            to_domain_event = self.mapper.to_domain_event
-            for notification in self._notifications(_REPLAY_PAGE):
+            for notification in self._notifications(REPLAY_PAGE):
+                if last_event is not None and notification.id > last_event:
+                    return
+                oid = notification.originator_id
+                if (
+                    own is not None
+                    and oid == DECISION_LOG_ID
+                    and notification.originator_version > own
+                ):
+                    # Re-derived by another process: decoded only if it is the last.
+                    read.count += 1
+                    read.decisions += 1
+                    read.last_decision = notification
+                    read.last_at = None
+                    if stop_after is not None and (oid, notification.originator_version) == (
+                        stop_after
+                    ):
+                        return
+                    continue
                 event: Any = to_domain_event(notification)
                 if isinstance(until, datetime.datetime) and event.timestamp > until:
                     return
                 read.count += 1
-                oid = event.originator_id
                 if oid == DECISION_LOG_ID:
                     read.decisions += 1
                     read.last_decision = event
@@ -1156,36 +1267,67 @@ class EventLog(Application[UUID]):
                 if stop_after is not None and (oid, event.originator_version) == stop_after:
                     return
 
-        differing: list[tuple[DecisionRecorded, tuple[str, ...]]] = []
-        engines: dict[str, int] = {}
+        found: list[_Rederived] = []
         for rederived in rederive(decision_events(), configuration):
             event = rederived.event
-            engines[event.engine_version] = engines.get(event.engine_version, 0) + 1
-            if rederived.differences:
-                differing.append((event, rederived.differences))
+            found.append(
+                (
+                    event.position,
+                    event.now,
+                    event.engine_version,
+                    event.phase,
+                    rederived.differences,
+                )
+            )
+        last_decision: Any = read.last_decision
+        if last_decision is not None and not isinstance(last_decision, DecisionRecorded):
+            last_decision = to_domain_event(last_decision)  # a notification
+        if read.last_at is None and last_decision is not None:
+            read.last_at = last_decision.timestamp
+        upto = last_decision.position if last_decision is not None else 0
+        for worker in workers:
+            result = worker.result()
+            if isinstance(result, tuple):  # the worker's one-line error
+                kind, message = result
+                raise (HistoryError if kind == "history" else EventLogError)(message)
+            found.extend(r for r in result if r[0] <= upto)
+        return self._replay_report(point, read, aggregates, last_decision, found)
+
+    def _replay_report(
+        self,
+        point: str,
+        read: _ReplayProgress,
+        aggregates: Mapping[UUID, Any],
+        last_decision: DecisionRecorded | None,
+        found: Sequence[_Rederived],
+    ) -> ReplayReport:
         records: dict[int, list[int]] = {}
         for aggregate in aggregates.values():
             if isinstance(aggregate, OperationRecord) and aggregate.decision:
                 records.setdefault(aggregate.decision, []).append(aggregate.record_id)
-        differences = tuple(
-            DecisionDifference(
-                position=event.position,
-                at=event.now,
-                engine_version=event.engine_version,
-                phase=event.phase,
-                differences=found,
-                records=tuple(sorted(records.get(event.position, ()))),
-            )
-            for event, found in differing
-        )
+        engines: dict[str, int] = {}
+        differences = []
+        for position, at, engine, phase, differing in sorted(found, key=lambda r: r[0]):
+            engines[engine] = engines.get(engine, 0) + 1
+            if differing:
+                differences.append(
+                    DecisionDifference(
+                        position=position,
+                        at=at,
+                        engine_version=engine,
+                        phase=phase,
+                        differences=differing,
+                        records=tuple(sorted(records.get(position, ()))),
+                    )
+                )
         sources: list[Any] = list(aggregates.values())
-        if read.last_decision is not None:
-            sources.append(read.last_decision)
+        if last_decision is not None:
+            sources.append(last_decision)
         return ReplayReport(
             point=point,
             events=read.count,
             decisions=read.decisions,
-            differences=differences,
+            differences=tuple(differences),
             state=etcd_view(*sources),
             last_event_at=read.last_at,
             engine_version=engine_version(),
@@ -1338,6 +1480,114 @@ class EventLog(Application[UUID]):
             written += len(batch)
         self._recorder = None
         return written
+
+
+#: One re-derived decision: position, time, engine, phase, differences.
+_Rederived = tuple[int, datetime.datetime, str, str, tuple[str, ...]]
+#: A worker's answer: its decisions, or its one-line error ("history" or "log", message).
+_RangeResult = list[_Rederived] | tuple[str, str]
+
+
+@attrs.frozen
+class _ReplayPlan:
+    """``replay`` over processes: the last event read, the decisions this
+    process re-derives (1 to ``own``) and the ranges the others do."""
+
+    last_event: int
+    own: int
+    ranges: tuple[tuple[int, int], ...]
+
+
+class _WorkerUnavailableError(Exception):
+    """A replay worker could not be started or died: replay in one process."""
+
+
+class _Worker:
+    """A replay worker process: ``python -m cke_adapters.eventlog.replay_worker
+    URL FIRST LAST`` (a fresh interpreter that imports only this package, with
+    this process's import path and environment, e.g. the store's credentials),
+    answering ``replay_range``'s result, pickled, on its standard output."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @classmethod
+    def start(cls, url: str, first: int, last: int) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        try:
+            process = subprocess.Popen(  # our own module, fixed arguments
+                [sys.executable, "-m", _WORKER_MODULE, url, str(first), str(last)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+        except OSError:
+            raise _WorkerUnavailableError from None
+        return cls(process)
+
+    def result(self) -> _RangeResult:
+        out, _ = self.process.communicate()
+        if self.process.returncode != 0:
+            raise _WorkerUnavailableError
+        try:
+            result: _RangeResult = pickle.loads(out)  # our own worker's answer
+        except Exception:
+            raise _WorkerUnavailableError from None
+        return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+def replay_range(url: str, first: int, last: int) -> _RangeResult:
+    """What a replay worker does (``replay_worker``): re-derive decisions
+    ``first`` to ``last`` of the log at ``url``, starting from the observation
+    snapshot at or before ``first`` (the configuration is read whole)."""
+    try:
+        log = open_event_log(url, create=False)
+        try:
+            with log.store_errors():
+                configuration = list(log.events.get(CLUSTER_CONFIGURATION_ID))
+                head = log._decision_tail(first)
+
+            def decisions() -> Iterator[DecisionRecorded]:
+                yield from head
+                position = first
+                while position < last:
+                    with log.store_errors():
+                        page = list(
+                            log.events.get(
+                                DECISION_LOG_ID, gt=position, lte=last, limit=_WORKER_PAGE
+                            )
+                        )
+                    if not page:
+                        return
+                    for event in page:
+                        assert isinstance(event, DecisionRecorded)
+                        yield event
+                    position = page[-1].originator_version
+
+            return [
+                (
+                    r.event.position,
+                    r.event.now,
+                    r.event.engine_version,
+                    r.event.phase,
+                    r.differences,
+                )
+                for r in rederive(decisions(), configuration)
+                if r.event.position >= first
+            ]
+        finally:
+            log.close()
+    except HistoryError as exc:
+        return ("history", str(exc))
+    except EventLogError as exc:
+        return ("log", str(exc))
 
 
 class _ExistingLog:
