@@ -221,14 +221,22 @@ def test_a_client_reaches_etcd_through_each_etcd_rivers(lab: LabInfo, tmp_path: 
             f"--key={tmp_path / 'c.key'}",
         ]
         env = {**os.environ, "ETCDCTL_API": "3"}
-        put = subprocess.run(
-            [*argv, "put", f"via-{node.hostname}", node.address],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=30,
-            check=False,
-        )
+        # etcd-rivers starts before etcd (the rivers phase comes first) and, like
+        # CKE's rivers, re-checks its upstreams every 20 s (--check-interval): until
+        # its first check after etcd came up it has no healthy upstream. Allow that.
+        deadline = time.monotonic() + 45
+        while True:
+            put = subprocess.run(
+                [*argv, "--command-timeout=3s", "put", f"via-{node.hostname}", node.address],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+                check=False,
+            )
+            if put.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert put.returncode == 0, put.stderr
         get = subprocess.run(
             [*argv, "get", "--print-value-only", f"via-{node.hostname}"],
@@ -255,6 +263,17 @@ def test_a_stopped_etcd_is_started_again(lab: LabInfo) -> None:
     status, warnings = etcd_status(lab, endpoints(lab.control_planes))
     assert status.is_healthy, warnings
     assert all(status.in_sync_members.values())
+
+
+def test_a_member_without_its_marker_volume_is_marked(lab: LabInfo) -> None:
+    node = lab.nodes[1]
+    on_node(lab, node, "podman", "volume", "rm", "etcd-added-member")
+    before = len(records(lab))
+    report, _ = run(lab)
+    assert report.phase == "completed"
+    marked = [r for r in records(lab)[before:] if r["operation"] == "etcd-mark-member"]
+    assert [r["targets"] for r in marked] == [[node.address]]
+    assert "etcd-added-member" in on_node(lab, node, "podman", "volume", "ls", "-q").split()
 
 
 def etcd_args(lab: LabInfo, node: LabNodeInfo) -> list[str]:
