@@ -29,7 +29,7 @@ from cke_adapters.etcd_cluster import RenewingEtcdCluster
 from cke_adapters.eventlog.application import EventLog, open_event_log
 from cke_adapters.executor import Executor
 from cke_adapters.kubernetes.standin import StandInKubernetes
-from cke_adapters.lab.info import LabInfo
+from cke_adapters.lab.info import LabInfo, LabInfoError
 from cke_adapters.observe import Observer
 from cke_adapters.pki import LocalCA, etcd_client_credentials
 from cke_adapters.runtime import ContainerRuntime
@@ -82,6 +82,13 @@ async def lab_engine(
     A new leadership term starts (``leader``: this host's name by default), which
     cancels a record left ``new`` or ``running`` by an engine that died (§L.1).
     """
+    if not lab.kubernetes_stand_in:
+        # Real kube-apiserver binaries (--k8s-bin) need a client of the real API behind
+        # KubernetesPort; answering for them with the in-memory stand-in would be a lie.
+        raise LabInfoError(
+            f"{lab.directory}: the lab runs real Kubernetes binaries (--k8s-bin), and the "
+            "engine has no client for a real Kubernetes API yet; use a lab without --k8s-bin"
+        )
     log = lab_event_log(lab, store)
     issuer = LocalCA(lab.directory / "pki")
     async with contextlib.AsyncExitStack() as stack:

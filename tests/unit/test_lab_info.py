@@ -135,3 +135,21 @@ def test_a_cluster_yml_the_validator_refuses_is_not_written(tmp_path: Path) -> N
     twice = (info.nodes[0], info.nodes[0])
     with pytest.raises(LabError, match=r"generated cluster.yml is invalid: nodes\[1\]"):
         lab_cluster_yml("ckt", twice)
+
+
+def test_the_engine_refuses_a_lab_with_real_kubernetes_binaries(tmp_path: Path) -> None:
+    import asyncio
+
+    import attrs
+
+    from cke_daemon.wiring import lab_engine
+
+    info = attrs.evolve(make_info(tmp_path), kubernetes_stand_in=False)
+
+    async def open_engine() -> None:
+        async with lab_engine(info):
+            pass
+
+    with pytest.raises(LabInfoError, match="no client for a real Kubernetes API"):
+        asyncio.run(open_engine())
+    assert not (tmp_path / "events.db").exists()  # nothing was opened or written
