@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,25 @@ class _FileCase:
         self.addCleanup(shutil.rmtree, directory, True)  # type: ignore[attr-defined]
         store = SQLiteDatastore(str(directory / "events.db"))
         self.addCleanup(store.close)  # type: ignore[attr-defined]
+        # Cleanups run last-in first-out: this one runs before the store is closed.
+        self.addCleanup(_join_library_readers)  # type: ignore[attr-defined]
         return store
+
+
+def _join_library_readers() -> None:
+    """Wait for the reader threads of the library's ``test_concurrent_no_conflicts``.
+
+    That test sets ``stop_reading`` and returns without joining its two
+    ``read_continuously`` threads; closing the SQLite connection while one of
+    them is inside a query is a use-after-close in the sqlite3 module, which
+    crashed the interpreter (SIGSEGV) once on a loaded 2-CPU machine.
+    """
+    for thread in threading.enumerate():
+        target = getattr(thread, "_target", None)
+        if thread is not threading.current_thread() and (
+            getattr(target, "__name__", "") == "read_continuously"
+        ):
+            thread.join(timeout=30)
 
 
 class TestAggregateRecorder(_FileCase, AggregateRecorderTestCase):
