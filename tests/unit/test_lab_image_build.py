@@ -28,11 +28,27 @@ from cke_adapters.images import (
     lab_engine_images,
     ldd_libraries,
 )
+from missing import component_missing
 
 from cke_core.render.images import DEFAULT_PAUSE_IMAGE, Images
 
 BUSYBOX = find_busybox()
-needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="no static busybox (busybox-static)")
+
+
+def require(busybox: bool = True, etcd: bool = False) -> None:
+    """The host tools these tests package; missing ones fail in CI (``component_missing``)."""
+    if busybox and BUSYBOX is None:
+        component_missing("no static busybox (busybox-static)")
+    if etcd and not Path("/usr/bin/etcd").is_file():
+        component_missing("no Debian etcd (etcd-server)")
+
+
+@pytest.fixture
+def needs_busybox_fixture() -> None:
+    require()
+
+
+needs_busybox = pytest.mark.usefixtures("needs_busybox_fixture")
 
 SHIM_36_FLAGS = ["--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true"]
 
@@ -179,9 +195,8 @@ def test_shim_refuses_what_it_cannot_translate(
 
 @needs_busybox
 def test_shim_makes_the_core_s_etcd_flags_acceptable_to_etcd_34(tmp_path: Path) -> None:
+    require(etcd=True)
     etcd = Path("/usr/bin/etcd")
-    if not etcd.is_file():
-        pytest.skip("no Debian etcd (etcd-server) here")
     flags = [*SHIM_36_FLAGS, "--corrupt-check-time=3h", "--enable-pprof=true"]
     refused = subprocess.run([str(etcd), *flags, "--version"], capture_output=True, check=False)
     assert refused.returncode != 0  # why the shim exists
@@ -266,10 +281,7 @@ def content(tarball: Path, name: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabImages, Path]:
-    if BUSYBOX is None:
-        pytest.skip("no static busybox (busybox-static)")
-    if not Path("/usr/bin/etcd").is_file():
-        pytest.skip("no Debian etcd (etcd-server)")
+    require(etcd=True)
     cache = tmp_path_factory.mktemp("image-cache")
     return build_lab_images(cache, etcd=Path("/usr/bin/etcd")), cache
 
@@ -431,8 +443,7 @@ def test_tarballs_are_reproducible(built: tuple[LabImages, Path]) -> None:
 
 
 def test_rivers_must_use_the_standard_library_only(tmp_path: Path) -> None:
-    if BUSYBOX is None or not Path("/usr/bin/etcd").is_file():
-        pytest.skip("no static busybox or Debian etcd")
+    require(etcd=True)
     rivers = tmp_path / "rivers.py"
     rivers.write_text("import os\nimport cke_no_such_module\n")
     with pytest.raises(ImageError) as failed:
