@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol
 
 import attrs
 
+from cke_adapters.oneline import error_line
 from cke_adapters.pki import stage_files
 from cke_adapters.ports import Issuer, KubernetesPort
 from cke_adapters.runtime import ContainerRuntime, NodeFile
@@ -110,11 +111,6 @@ class Staging:
         return f"Staging(<{sum(len(v) for v in self.files.values())} files>)"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def _failure(error: str, value: Any = None) -> CommandResult:
     return CommandResult(ok=False, value=value, error=error)
 
@@ -169,7 +165,7 @@ class Executor:
         except ExecutorError:
             raise
         except Exception as exc:  # the world failed: a result, never an exception
-            return _failure(f"{command.name}: {_one_line(exc)}")
+            return _failure(f"{command.name}: {error_line(exc)}")
         return SUCCESS if result is None else result
 
     # --- node commands --------------------------------------------------------------------
@@ -195,7 +191,7 @@ class Executor:
                 except ExecutorError:
                     raise
                 except Exception as exc:  # per node, reported in the result
-                    return _one_line(exc)
+                    return error_line(exc)
             return ""
 
         errors = await asyncio.gather(*(one(a) for a in command.nodes))
@@ -340,7 +336,7 @@ async def _upgrade(ex: Executor, cmd: ec.UpgradeVersionFrom1To2) -> CommandResul
         try:
             await ex.runtime.create_volume(address, ec.ADDED_MEMBER_VOLUME)
         except Exception as exc:  # reported per node
-            return _one_line(exc)
+            return error_line(exc)
         return ""
 
     errors = await asyncio.gather(*(mark(a) for a in cmd.nodes))

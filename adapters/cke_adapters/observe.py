@@ -42,6 +42,7 @@ from typing import Any, Final, Protocol
 import attrs
 import yaml
 
+from cke_adapters.oneline import error_line
 from cke_adapters.ports import KubernetesPort
 from cke_adapters.runtime import ContainerRuntime, RuntimeCommandError
 from cke_adapters.ssh import CommandFailed, FileTransferFailed, SSHError, SSHPool
@@ -292,7 +293,7 @@ class Observer:
         except ObservationError:
             raise
         except Exception as exc:  # §L.6: a Kubernetes error fails the whole status
-            raise ObservationError(f"kubernetes: {_one_line(exc)}") from None
+            raise ObservationError(f"kubernetes: {error_line(exc)}") from None
         status = attrs.evolve(
             status, kubernetes=kubernetes, reboot_queue=reboot, repair_queue=repair
         )
@@ -387,8 +388,3 @@ def _node_status(
         ),
         kubelet=KubeletStatus(**fields(components.KUBELET), config=configs.get(components.KUBELET)),
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -94,6 +94,7 @@ from typing import Literal, Protocol
 
 import asyncssh
 
+from cke_adapters.oneline import one_line
 from cke_adapters.ssh import CommandFailed, CommandOutput, SSHPool
 from cke_core.cluster import Mount, ServiceParams
 from cke_core.codec import structure, unstructure
@@ -129,17 +130,13 @@ _MAX_DETAIL = 500
 # --------------------------------------------------------------------------- errors
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _stderr_summary(stderr: bytes | str) -> str:
     """The CLI's error as one line: its last ``Error...`` line (docker and podman
     print warnings and retries before it), else all of stderr, shortened."""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.lower().startswith("error")]
-    summary = _one_line(errors[-1] if errors else " ".join(lines))
+    summary = one_line(errors[-1] if errors else " ".join(lines))
     if len(summary) > _MAX_DETAIL:
         summary = summary[: _MAX_DETAIL - 3] + "..."
     return summary or "no error output"
@@ -152,7 +149,7 @@ class RuntimeCommandError(Exception):
     def __init__(self, address: str, action: str, detail: str) -> None:
         self.address = address
         self.action = action
-        self.detail = _one_line(detail) or "failed"
+        self.detail = one_line(detail) or "failed"
         super().__init__(f"{address}: {action}: {self.detail}")
 
 
@@ -163,7 +160,7 @@ class PullFailed(RuntimeCommandError):
         self.image = image
         self.attempts = attempts
         super().__init__(
-            address, "image-pull", f"{image}: {_one_line(detail)} (failed {attempts} attempts)"
+            address, "image-pull", f"{image}: {one_line(detail)} (failed {attempts} attempts)"
         )
 
 

@@ -86,6 +86,8 @@ from typing import Protocol, Self
 
 import asyncssh
 
+from cke_adapters.oneline import one_line
+
 __all__ = [
     "DEFAULT_COMMAND_TIMEOUT",
     "CommandFailed",
@@ -109,11 +111,6 @@ DEFAULT_COMMAND_TIMEOUT = 600.0
 # --------------------------------------------------------------------------- errors
 
 
-def _one_line(text: object) -> str:
-    """``text`` as one line: newlines and runs of whitespace become single spaces."""
-    return " ".join(str(text).split())
-
-
 class SSHError(Exception):
     """Base class of every error of this adapter."""
 
@@ -126,7 +123,7 @@ class NodeUnreachable(SSHError):
 
     def __init__(self, address: str, reason: str) -> None:
         self.address = address
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(f"{address}: unreachable over SSH: {self.reason}")
 
 
@@ -135,7 +132,7 @@ class HostKeyRejected(NodeUnreachable):
 
     def __init__(self, address: str, known_hosts: Path, detail: str) -> None:
         self.known_hosts = known_hosts
-        self.detail = _one_line(detail)
+        self.detail = one_line(detail)
         super().__init__(
             address,
             f"host key not trusted by known-hosts file {known_hosts} ({self.detail})",
@@ -150,7 +147,7 @@ class CommandFailed(SSHError):
         self.argv = tuple(argv)
         self.exit_status = exit_status
         self.stderr = stderr
-        tail = _one_line(stderr.decode("utf-8", "replace"))[-500:]
+        tail = one_line(stderr.decode("utf-8", "replace"))[-500:]
         super().__init__(
             f"{address}: {shlex.join(self.argv)!r} exited with status {exit_status}"
             + (f": {tail}" if tail else "")
@@ -179,7 +176,7 @@ class CommandInterrupted(SSHError):
     def __init__(self, address: str, argv: Sequence[str], reason: str) -> None:
         self.address = address
         self.argv = tuple(argv)
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(
             f"{address}: connection lost while {shlex.join(self.argv)!r} ran "
             f"(it may or may not have taken effect): {self.reason}"
@@ -192,7 +189,7 @@ class FileTransferFailed(SSHError):
     def __init__(self, address: str, path: str, reason: str) -> None:
         self.address = address
         self.path = path
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(f"{address}: SFTP {path}: {self.reason}")
 
 

@@ -28,6 +28,7 @@ from cke_adapters.lab.manage import (
     lab_up,
 )
 from cke_adapters.lab.netns import LabError
+from cke_adapters.oneline import error_line
 from cke_adapters.ssh import SSHError
 
 from cke_daemon import rivers
@@ -103,7 +104,7 @@ def _lab_errors(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except (LabError, ImageError, SSHError, OSError) as exc:
-            raise LabCommandError(" ".join(str(exc).split()) or type(exc).__name__) from exc
+            raise LabCommandError(error_line(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -19,6 +19,7 @@ import click
 from cke_adapters.eventlog.errors import EventLogError
 from cke_adapters.lab.info import LabInfoError, load_lab
 from cke_adapters.lab.manage import DEFAULT_LAB_DIR
+from cke_adapters.oneline import error_line
 from cke_adapters.pki import PKIError
 from cke_adapters.service import RunUntilTimeout
 
@@ -123,5 +124,5 @@ def run(directory: Path, goal: str, timeout: float, store: str | None, quiet: bo
     except ConfigError as exc:
         raise LabCommandError("cluster.yml: " + "; ".join(str(p) for p in exc.problems)) from None
     except (LabInfoError, EventLogError, PKIError, OSError) as exc:
-        raise LabCommandError(" ".join(str(exc).split()) or type(exc).__name__) from None
+        raise LabCommandError(error_line(exc)) from None
     click.echo(f"reached phase {phase} in {time.monotonic() - started:.1f} s")

@@ -75,6 +75,7 @@ from cke_adapters.eventlog.errors import (
 from cke_adapters.eventlog.replaying import ENGINE_DECIDE, rederive
 from cke_adapters.eventlog.store import StoreURLError, default_store_url, parse_store_url
 from cke_adapters.eventlog.transcoder import FastJSONTranscoder
+from cke_adapters.oneline import error_line
 from cke_core import codec, strategy
 from cke_core.cluster import Cluster
 from cke_core.config import check_cluster, check_constraints, check_raw
@@ -301,10 +302,6 @@ def _not_leader(exc: BaseException) -> bool:
     return module is not None and isinstance(exc, module.NotLeaderError)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 class _Conflict(Exception):
     """An IntegrityError inside a command: retry from a fresh read."""
 
@@ -337,7 +334,7 @@ def _command(method: Callable[P, T]) -> Callable[P, T]:
                 if attempt == _ATTEMPTS:
                     raise ConflictError(
                         f"the event log kept changing while {method.__name__} ran "
-                        f"({_one_line(exc.__cause__ or exc)}); nothing was written, try again"
+                        f"({error_line(exc.__cause__ or exc)}); nothing was written, try again"
                     ) from None
         raise AssertionError("unreachable")
 
@@ -416,15 +413,15 @@ class EventLog(Application[UUID]):
         except IntegrityError as exc:
             if conflict is ConflictError:
                 raise ConflictError(
-                    f"version conflict: {_one_line(exc)}; nothing was written"
+                    f"version conflict: {error_line(exc)}; nothing was written"
                 ) from None
-            raise conflict(_one_line(exc)) from exc
+            raise conflict(error_line(exc)) from exc
         except PersistenceError as exc:
             if _not_leader(exc):
-                raise FencedError(f"not the leader: {_one_line(exc)}") from None
+                raise FencedError(f"not the leader: {error_line(exc)}") from None
             if isinstance(exc, OperationalError | InterfaceError):
-                raise EventStoreUnavailableError(self.url, _one_line(exc)) from None
-            raise EventLogError(f"event store error: {_one_line(exc)}") from None
+                raise EventStoreUnavailableError(self.url, error_line(exc)) from None
+            raise EventLogError(f"event store error: {error_line(exc)}") from None
 
     def _time(self, at: datetime.datetime | None) -> datetime.datetime:
         return at if at is not None else self._clock()
@@ -1668,7 +1665,7 @@ def open_event_log(
     except EventLogError:
         raise
     except Exception as exc:  # OSError, grpc and driver errors while connecting
-        raise EventStoreUnavailableError(text, _one_line(exc)) from None
+        raise EventStoreUnavailableError(text, error_line(exc)) from None
     try:
         with log.store_errors():
             log.recorder.max_notification_id()
