@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from cke_adapters.images import (
 )
 from cke_adapters.lab import Lab, free_subnet, reap_stale_labs
 from cke_adapters.runtime import ContainerRuntime
-from cke_adapters.ssh import FileKeySource, SSHPool
+from labnodes import make_pool, remove_all_containers, run
 from missing import component_missing
 
 from cke_core.cluster import Cluster, Node, ServiceParams
@@ -95,21 +95,10 @@ while True:
 """
 
 
-def run(factory: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(factory(), timeout)
-
-    return asyncio.run(bounded())
-
-
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=2) as response:
         body: bytes = response.read()
     return body
-
-
-def make_pool(lab: Lab) -> SSHPool:
-    return SSHPool(FileKeySource(lab.client_key_path), lab.known_hosts_path, connect_timeout=5.0)
 
 
 def cluster_of(lab: Lab) -> Cluster:
@@ -148,21 +137,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, images: LabImages) -> Iterator
         assert all(len(names) == 3 for names in loaded.values())
         yield lab
     finally:
-        try:
-
-            async def clean() -> None:
-                async with make_pool(lab) as pool:
-                    await asyncio.gather(
-                        *(
-                            pool.run(a, ["podman", "rm", "-a", "-f", "-t", "0"], check=False)
-                            for a in lab.addresses
-                        ),
-                        return_exceptions=True,
-                    )
-
-            run(clean, timeout=30)
-        except Exception:  # the lab goes down regardless
-            pass
+        remove_all_containers(lab)
         lab.down()
 
 
@@ -174,7 +149,7 @@ def test_loading_again_skips_nodes_that_list_the_images(lab: Lab, images: LabIma
                 assert image.name.encode().split(b":")[0] in listed.stdout
             return await load_lab_images(pool, lab.addresses, "podman", images)
 
-    assert run(main) == dict.fromkeys(lab.addresses, ())
+    assert run(main, timeout=60) == dict.fromkeys(lab.addresses, ())
 
 
 def test_etcd_image_runs_etcd_with_ckes_36_flags_and_answers_health(
@@ -219,7 +194,7 @@ def test_etcd_image_runs_etcd_with_ckes_36_flags_and_answers_health(
             doc: dict[str, Any] = json.loads(inspected.stdout)[0]
             return doc, health, files.stdout
 
-    doc, health, files = run(main)
+    doc, health, files = run(main, timeout=60)
     assert json.loads(health) == {"health": "true"}
     assert doc["HostConfig"]["ReadonlyRootfs"] is True
     assert doc["HostConfig"]["NetworkMode"] == "host"
@@ -254,7 +229,7 @@ def test_tools_image_runs_rivers_proxying_to_an_upstream_in_another_node(
                 rt = ContainerRuntime(pool, "podman", log_driver="k8s-file")
                 await rt.run_container(node1.address, RIVERS, images.tools.name, params=params)
 
-        run(start)
+        run(start, timeout=60)
         payload = "hello through rivers: ' \" $(x) \n"
         client = subprocess.run(
             ["nsenter", f"--net=/run/netns/{node1.netns}", sys.executable, "-c", CLIENT,
@@ -270,7 +245,7 @@ def test_tools_image_runs_rivers_proxying_to_an_upstream_in_another_node(
                 await rt.stop_container(node1.address, RIVERS)
                 return (out.stdout + out.stderr).decode()
 
-        log = run(logs)
+        log = run(logs, timeout=60)
         assert client.stdout == payload
         assert f"{node2.address}:{RIVERS_UPSTREAM_PORT}" in log
         assert "type=access" in log
@@ -358,7 +333,7 @@ def test_real_kubernetes_image_runs_the_program_named_by_the_first_argument(
             await rt.stop_container(node.address, "kube-apiserver-real")
             return out.decode()
 
-    logged = run(main)
+    logged = run(main, timeout=60)
     program, *args = logged.rstrip("\n").rstrip("|").split("|")
     assert program == "/usr/local/kubernetes/bin/kube-apiserver"
     assert args == list(params.extra_args[1:])

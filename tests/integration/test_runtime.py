@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from cke_adapters.runtime import (
     RuntimeCommandError,
     label_value,
 )
-from cke_adapters.ssh import FileKeySource, SSHPool
+from labnodes import make_pool, remove_all_containers, run
 from missing import component_missing
 
 from cke_core.cluster import Mount, ServiceParams
@@ -56,17 +56,6 @@ RECORDER = (
 )
 
 
-def run(factory: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(factory(), timeout)
-
-    return asyncio.run(bounded())
-
-
-def make_pool(lab: Lab) -> SSHPool:
-    return SSHPool(FileKeySource(lab.client_key_path), lab.known_hosts_path, connect_timeout=5.0)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0:
@@ -86,21 +75,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         run(load, timeout=60)
         yield lab
     finally:
-        try:
-
-            async def clean() -> None:
-                async with make_pool(lab) as pool:
-                    await asyncio.gather(
-                        *(
-                            pool.run(a, ["podman", "rm", "-a", "-f", "-t", "0"], check=False)
-                            for a in lab.addresses
-                        ),
-                        return_exceptions=True,
-                    )
-
-            run(clean, timeout=30)
-        except Exception:  # the lab goes down regardless
-            pass
+        remove_all_containers(lab)
         lab.down()
 
 
