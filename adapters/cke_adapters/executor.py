@@ -183,24 +183,34 @@ class Executor:
         if part is None:
             raise ExecutorError(f"no handler for node command {command.name!r}")
         chosen = part
+        return await self.each_node(
+            command.name,
+            command.nodes,
+            lambda address: chosen(self, cluster, command, staging, address),
+        )
+
+    async def each_node(
+        self, name: str, addresses: Sequence[str], part: Callable[[str], Awaitable[object]]
+    ) -> CommandResult:
+        """Run ``part(address)`` for every node concurrently (bounded); the result of
+        the command ``name``: a success, or the failed nodes with their errors."""
 
         async def one(address: str) -> str:
             async with self._limit:
                 try:
-                    await chosen(self, cluster, command, staging, address)
+                    await part(address)
                 except ExecutorError:
                     raise
                 except Exception as exc:  # per node, reported in the result
                     return error_line(exc)
             return ""
 
-        errors = await asyncio.gather(*(one(a) for a in command.nodes))
-        failed = {a: e for a, e in zip(command.nodes, errors, strict=True) if e}
+        errors = await asyncio.gather(*(one(a) for a in addresses))
+        failed = {a: e for a, e in zip(addresses, errors, strict=True) if e}
         if not failed:
             return SUCCESS
         first = next(iter(failed.values()))
-        names = ", ".join(failed)
-        return _failure(f"{command.name} failed on {names}: {first}", failed)
+        return _failure(f"{name} failed on {', '.join(failed)}: {first}", failed)
 
     async def _wait_kubelet(self, cluster: Cluster, address: str) -> None:
         """CKE's ``wait-for-kubelet-ready``: the kubelet's health check passes,
@@ -332,18 +342,11 @@ async def _remove_member(ex: Executor, cmd: ec.RemoveEtcdMember) -> None:
 
 
 async def _upgrade(ex: Executor, cmd: ec.UpgradeVersionFrom1To2) -> CommandResult:
-    async def mark(address: str) -> str:
-        try:
-            await ex.runtime.create_volume(address, ec.ADDED_MEMBER_VOLUME)
-        except Exception as exc:  # reported per node
-            return error_line(exc)
-        return ""
-
-    errors = await asyncio.gather(*(mark(a) for a in cmd.nodes))
-    failed = {a: e for a, e in zip(cmd.nodes, errors, strict=True) if e}
-    if failed:
-        names = ", ".join(failed)
-        return _failure(f"{cmd.name} failed on {names}: {next(iter(failed.values()))}", failed)
+    marked = await ex.each_node(
+        cmd.name, cmd.nodes, lambda a: ex.runtime.create_volume(a, ec.ADDED_MEMBER_VOLUME)
+    )
+    if not marked.ok:
+        return marked
     await asyncio.to_thread(ex.queues.set_config_version, "2")
     return SUCCESS
 

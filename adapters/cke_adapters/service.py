@@ -25,6 +25,7 @@ from typing import Final, Protocol
 import attrs
 
 from cke_adapters.eventlog.application import EventLog, new_seed, utcnow
+from cke_adapters.eventlog.application import engine_version as running_engine_version
 from cke_adapters.executor import Executor, Staging
 from cke_adapters.observe import Observation, ObservationError, Observer, QueueState
 from cke_core import strategy
@@ -129,13 +130,11 @@ class Engine:
         seeds: Callable[[], int] = new_seed,
         progress: Progress = _quiet,
     ) -> None:
-        from cke_adapters.eventlog.application import engine_version as current_version
-
         self.log = log
         self.observer = observer
         self.executor = executor
         self.settings = settings
-        self.engine_version = engine_version or current_version()
+        self.engine_version = engine_version or running_engine_version()
         self.term = term
         self.clock = clock
         self.seeds = seeds
@@ -256,7 +255,7 @@ class Engine:
         progress is finished before the deadline is checked.
         """
         reached = phase_is(goal) if isinstance(goal, str) else goal
-        label = f"phase {goal}" if isinstance(goal, str) else getattr(goal, "__doc__", "") or "goal"
+        label = f"phase {goal}" if isinstance(goal, str) else "goal"
         deadline = time.monotonic() + timeout
         last: RoundReport | None = None
         while True:
