@@ -264,7 +264,7 @@ def run_writer(
 _PROCESS_SCRIPT = """
 import json, sys, threading
 from cke_adapters.eventstore.etcd import EtcdDatastore, EtcdApplicationRecorder
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/.."]  # this module, and tests/ (missing.py)
 import test_etcd_recorder as t
 endpoints, prefix, name = sys.argv[2:5]
 rounds, shared = int(sys.argv[5]), sys.argv[6].split(",")
