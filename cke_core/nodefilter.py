@@ -21,11 +21,14 @@ status, so ``NodeFilter`` remembers, per cluster object (see ``_ClusterMemo``):
 
 1. the values rendered for the cluster and for each node (built-in parameters,
    configuration documents, extra parameters), computed on first use;
-2. per node, the answers of the node facts for the last ``(node, status)``
-   pair it saw, reused only while both are the very same objects;
-3. the result of ``select(fact, nf.nodes)`` for every node fact, reused only
-   while *every* node's status is the very same object as when it was
-   computed.
+2. per node, the answers of the node facts for each of the last
+   ``_STATES_SIZE`` ``(node, status)`` pairs it saw, reused only while both
+   are the very same objects (a node going back to a state seen before finds
+   its answers);
+3. the result of ``select(fact, nf.nodes)`` and ``select(fact,
+   nf.control_planes)`` for every node fact, for each of the last
+   ``_SELECTIONS_SIZE`` sets of node statuses, reused only while *every*
+   node's status is the very same object as when it was computed.
 
 Every entry is keyed by object identity: the cluster memo pins its cluster
 (so its ``id`` cannot be reused while the entry exists), and statuses are held
@@ -34,7 +37,8 @@ old observations alive). So a new cluster or settings value, an edited node or
 a newly observed status never sees another one's answers; a value equal to a
 remembered one but not identical is simply recomputed. The memory is bounded:
 ``_MEMO_SIZE`` clusters (least recently used first out), each holding at most
-one entry per node of the cluster, and one selection set. Nothing here changes
+``_STATES_SIZE`` entries per node of the cluster and ``_SELECTIONS_SIZE``
+selection sets. Nothing here changes
 a result, so decisions stay pure functions of their inputs (``clear_caches``
 empties everything; the tests compare decisions with and without it).
 """
@@ -44,9 +48,8 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from functools import cached_property
 from itertools import repeat
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from cke_core.cluster import Cluster, ConfigDocument, Node, ServiceParams
 from cke_core.render import components as rc
@@ -81,6 +84,12 @@ _FIELD: Final = {
 #: Clusters remembered across decisions (least recently used first out).
 _MEMO_SIZE: Final = 4
 
+#: Sets of node statuses whose selections are remembered, per cluster.
+_SELECTIONS_SIZE: Final = 64
+
+#: Statuses per node whose facts are remembered, per cluster.
+_STATES_SIZE: Final = 16
+
 #: Node facts by their implementing function: the predicates whose answer
 #: depends only on the cluster, the settings, the node and its status.
 _FACTS: dict[Callable[..., bool], str] = {}
@@ -113,6 +122,27 @@ def _selectable(fn: _F) -> _F:
     """A cheap node fact: computed at every call, but its selections are remembered."""
     _FACTS[fn] = fn.__name__
     return fn
+
+
+_V = TypeVar("_V")
+
+
+class _once(Generic[_V]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes one on
+    every first access; a ``NodeFilter`` lives in one decision, in one thread):
+    computed on first access, then an ordinary attribute."""
+
+    def __init__(self, fn: Callable[[Any], _V]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> _V:
+        if obj is None:
+            me: Any = self
+            return me  # type: ignore[no-any-return]
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 class _ClusterMemo:
@@ -153,12 +183,17 @@ class _ClusterMemo:
         self.rendered: dict[str, Any] = {}
         #: Per-node renders: (render function, address) -> (node, value).
         self.per_node: dict[tuple[Callable[..., Any], str], tuple[Node, Any]] = {}
-        #: address -> (node, status, facts): the facts of the last pair seen.
-        self.states: dict[str, tuple[Node, weakref.ref[NodeStatus], dict[str, bool]]] = {}
-        #: (every node's status in cluster order, selections of node facts).
-        self.selections: (
-            tuple[tuple[weakref.ref[NodeStatus], ...], dict[str, tuple[Node, ...]]] | None
-        ) = None
+        #: address -> id(status) -> (node, status, facts): the facts of the last
+        #: ``_STATES_SIZE`` pairs seen, least recently used first.
+        self.states: dict[
+            str, dict[int, tuple[Node, weakref.ref[NodeStatus], dict[str, bool]]]
+        ] = {}
+        #: ids of every node's status in cluster order -> (weak references to
+        #: those statuses, selections of node facts), least recently used first.
+        self.selections: dict[
+            tuple[int, ...],
+            tuple[tuple[weakref.ref[NodeStatus], ...], dict[tuple[str, bool], tuple[Node, ...]]],
+        ] = {}
 
 
 _memos: dict[int, _ClusterMemo] = {}
@@ -203,14 +238,16 @@ class NodeFilter:
 
     def select(self, predicate: Predicate, nodes: Iterable[Node]) -> tuple[Node, ...]:
         """The nodes of ``nodes`` (in order) for which ``predicate`` holds."""
-        if nodes is self.nodes and getattr(predicate, "__self__", None) is self:
+        every = nodes is self.nodes
+        if (every or nodes is self.control_planes) and getattr(predicate, "__self__", None) is self:
             func: Any = getattr(predicate, "__func__", None)
             name: str | None = _FACTS.get(func)
             if name is not None:
-                selections: dict[str, tuple[Node, ...]] = self._selections
-                found = selections.get(name)
+                selections: dict[tuple[str, bool], tuple[Node, ...]] = self._selections
+                key = (name, every)
+                found = selections.get(key)
                 if found is None:
-                    found = selections[name] = self._select(predicate, self.nodes)
+                    found = selections[key] = self._select(predicate, nodes)
                 return found
         return self._select(predicate, nodes)
 
@@ -222,24 +259,25 @@ class NodeFilter:
             return same
         return selected
 
-    @cached_property
-    def _selections(self) -> dict[str, tuple[Node, ...]]:
-        """Selections of node facts over ``nodes``, shared with earlier decisions
-        whose every node status was the same object."""
+    @_once
+    def _selections(self) -> dict[tuple[str, bool], tuple[Node, ...]]:
+        """Selections of node facts over ``nodes`` or ``control_planes``, shared
+        with earlier decisions whose every node status was the same object."""
         memo = self._memo
         statuses = tuple(map(self._statuses.get, memo.node_addresses, repeat(_UNOBSERVED)))
-        last = memo.selections
-        if (
-            last is not None
-            and len(last[0]) == len(statuses)
-            and all(map(operator.is_, map(operator.call, last[0]), statuses))
-        ):
-            return last[1]
-        selections: dict[str, tuple[Node, ...]] = {}
+        key = tuple(map(id, statuses))
+        remembered = memo.selections
+        entry = remembered.pop(key, None)
+        if entry is not None and all(map(operator.is_, map(operator.call, entry[0]), statuses)):
+            remembered[key] = entry  # the most recently used last
+            return entry[1]
+        selections: dict[tuple[str, bool], tuple[Node, ...]] = {}
         try:
-            memo.selections = (tuple(map(weakref.ref, statuses)), selections)
+            remembered[key] = (tuple(map(weakref.ref, statuses)), selections)
         except TypeError:  # a status that cannot be weakly referenced: not remembered
-            memo.selections = None
+            return selections
+        while len(remembered) > _SELECTIONS_SIZE:
+            remembered.pop(next(iter(remembered)), None)
         return selections
 
     def _facts(self, node: Node) -> dict[str, bool] | None:
@@ -253,25 +291,31 @@ class NodeFilter:
         address = node.address
         if address not in self.addresses:
             return None  # not a node of the cluster: nothing is remembered about it
-        states = self._memo.states
         status = self.node_status(node)
-        state = states.get(address)
+        states = self._memo.states.get(address)
+        if states is None:
+            states = self._memo.states[address] = {}
+        key = id(status)
+        state = states.pop(key, None)
         if state is not None and state[0] is node and state[1]() is status:
             facts = state[2]
+            states[key] = state  # the most recently used last
         else:
             try:
                 ref = weakref.ref(status)
             except TypeError:  # cannot be weakly referenced: not remembered
                 return None
             facts = {}
-            states[address] = (node, ref, facts)
+            states[key] = (node, ref, facts)
+            while len(states) > _STATES_SIZE:
+                states.pop(next(iter(states)), None)
         self._seen[address] = (node, facts)
         return facts
 
     def node_status(self, node: Node) -> NodeStatus:
         return self._statuses.get(node.address, _UNOBSERVED)
 
-    @cached_property
+    @_once
     def _k8s_nodes(self) -> dict[str, KubernetesNode]:
         return {n.name: n for n in self.status.kubernetes.nodes}
 
@@ -306,7 +350,7 @@ class NodeFilter:
     def ssh_not_connected(self, node: Node) -> bool:
         return not self.node_status(node).ssh_connected
 
-    @cached_property
+    @_once
     def all_control_planes_connected(self) -> bool:
         return all(self.ssh_connected(n) for n in self.control_planes)
 
@@ -389,7 +433,7 @@ class NodeFilter:
     def etcd_is_added_member(self, node: Node) -> bool:
         return self.node_status(node).etcd.is_added_member
 
-    @cached_property
+    @_once
     def etcd_bootstrapped(self) -> bool:
         """Whether any control plane has the etcd data volume (§B.1 step 2)."""
         return any(self.etcd_has_data(n) for n in self.control_planes)
@@ -414,7 +458,7 @@ class NodeFilter:
             and (self.etcd_is_member(node) or not self.status.etcd.is_healthy)
         )
 
-    @cached_property
+    @_once
     def etcd_is_good(self) -> bool:
         """Healthy, and every member in sync."""
         etcd = self.status.etcd
@@ -465,7 +509,15 @@ class NodeFilter:
             rc.KUBE_APISERVER,
         )
 
-    @cached_property
+    @_fact
+    def api_server_broken(self, node: Node, st: NodeStatus) -> bool:
+        """Stopped, or unhealthy with outdated parameters: restart it first (§B.2.2)."""
+        api_server = st.api_server
+        return not api_server.running or (
+            not api_server.is_healthy and self.api_server_outdated(node)
+        )
+
+    @_once
     def healthy_api_server(self) -> Node | None:
         """The first control plane in cluster.yml order with a healthy API server."""
         return next((n for n in self.control_planes if self.api_server_healthy(n)), None)

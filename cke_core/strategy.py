@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import datetime
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
-from cke_core import nodefilter
+from cke_core import memo, nodefilter
 from cke_core import status as status_module
-from cke_core.cluster import Cluster, ConfigDocument, Node
+from cke_core.cluster import Cluster, ConfigDocument, Node, TrustedRestMapping
 from cke_core.constraints import Constraints
 from cke_core.fields import tuple_field
 from cke_core.frozen import FrozenDict
@@ -65,7 +65,7 @@ from cke_core.repair import (
     decide_repairs,
     repair_processing_addresses,
 )
-from cke_core.status import ClusterStatus, Endpoints, EndpointSlice
+from cke_core.status import ClusterStatus, Endpoints, EndpointSlice, ResourceStatus
 from cke_core.timefmt import ZERO_TIME
 
 CONFIG_VERSION = "2"
@@ -198,13 +198,7 @@ def k8s_ops(nf: NodeFilter, reboots: RebootDecision) -> tuple[Operation, ...]:
     """API servers first, one at a time once all run; then the other components (§B.2.2)."""
     c, images, cps = nf.cluster, nf.images, nf.control_planes
     connected_cps = nf.select(nf.ssh_connected, cps)
-
-    def broken(n: Node) -> bool:
-        return nf.api_server_stopped(n) or (
-            nf.api_server_unhealthy(n) and nf.api_server_outdated(n)
-        )
-
-    if targets := nf.select(broken, connected_cps):
+    if targets := nf.select(nf.api_server_broken, connected_cps):
         return (
             *master_endpoint_ops(nf, ()),
             k8s.KubeAPIServerRestartOp(c, images, targets),
@@ -307,6 +301,7 @@ def master_endpoint_ops(nf: NodeFilter, marked: Sequence[Node]) -> tuple[Operati
     )
 
 
+@memo.by_identity()
 def _endpoint_ops(
     apiserver: str,
     endpoints: Endpoints,
@@ -404,24 +399,38 @@ def k8s_maint_ops(
 
 def _resource_ops(
     nf: NodeFilter, apiserver: str, user_resources: Sequence[rk.UserResource]
-) -> list[Operation]:
+) -> tuple[Operation, ...]:
     ks = nf.status.kubernetes
-    ready = ks.is_ready(nf.cluster)
+    return _resource_apply_ops(
+        apiserver,
+        rk.static_resources(nf.images),
+        tuple(user_resources),
+        ks.resource_statuses,
+        ks.is_ready(nf.cluster),
+        nf.cluster.trusted_rest_mappings,
+    )
+
+
+@memo.by_identity()
+def _resource_apply_ops(
+    apiserver: str,
+    static: Sequence[rk.Resource],
+    user_resources: Sequence[rk.UserResource],
+    statuses: Mapping[str, ResourceStatus],
+    ready: bool,
+    mappings: Sequence[TrustedRestMapping],
+) -> tuple[Operation, ...]:
+    """An apply for each resource whose live object is missing or outdated
+    (Deployments only once Kubernetes is ready), in CKE's order."""
     ops: list[Operation] = []
-    static = rk.static_resources(nf.images)
     for resource in (*static, *rk.sort_resources(user_resources)):
         if resource.kind == "Deployment" and not ready:
             continue
-        if rk.resource_needs_apply(resource, ks.resource_statuses.get(resource.key)):
+        if rk.resource_needs_apply(resource, statuses.get(resource.key)):
             ops.append(
-                kops.ResourceApplyOp(
-                    apiserver,
-                    resource.key,
-                    rk.apply_document(resource),
-                    nf.cluster.trusted_rest_mappings,
-                )
+                kops.ResourceApplyOp(apiserver, resource.key, rk.apply_document(resource), mappings)
             )
-    return ops
+    return tuple(ops)
 
 
 def _dns_ops(nf: NodeFilter, apiserver: str) -> list[Operation]:

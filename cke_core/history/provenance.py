@@ -241,7 +241,7 @@ class ObservationPolicy:
     """When to write a snapshot instead of a delta (see the module docstring)."""
 
     max_deltas: int = 10_080
-    max_delta_ratio: float = 0.5
+    max_delta_ratio: float = 2.0
 
     def __attrs_post_init__(self) -> None:
         if self.max_deltas < 0 or self.max_delta_ratio < 0:

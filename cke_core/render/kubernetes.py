@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 import attrs
 
+from cke_core import memo
 from cke_core.cluster import Cluster, Node, Taint
 from cke_core.codec import describe
 from cke_core.documents import parse_yaml_all
@@ -795,6 +796,11 @@ def corefile(domain: str, upstreams: Sequence[str]) -> str:
 
 def cluster_dns_configmap(domain: str, upstreams: Sequence[str]) -> ConfigMap:
     """ConfigMap ``kube-system/cluster-dns`` (key ``Corefile``)."""
+    return _cluster_dns_configmap(domain, tuple(upstreams))
+
+
+@memo.by_value()
+def _cluster_dns_configmap(domain: str, upstreams: tuple[str, ...]) -> ConfigMap:
     return ConfigMap(
         name=CLUSTER_DNS_NAME,
         namespace=KUBE_SYSTEM,
@@ -883,6 +889,11 @@ def unbound_conf(domain: str, cluster_dns_ip: str, upstreams: Sequence[str]) -> 
 
 def node_dns_configmap(domain: str, cluster_dns_ip: str, upstreams: Sequence[str]) -> ConfigMap:
     """ConfigMap ``kube-system/node-dns`` (key ``unbound.conf``)."""
+    return _node_dns_configmap(domain, cluster_dns_ip, tuple(upstreams))
+
+
+@memo.by_value()
+def _node_dns_configmap(domain: str, cluster_dns_ip: str, upstreams: tuple[str, ...]) -> ConfigMap:
     return ConfigMap(
         name=NODE_DNS_NAME,
         namespace=KUBE_SYSTEM,
@@ -916,6 +927,18 @@ def _endpoints(
     port_name: str,
     port: int,
 ) -> Endpoints:
+    return _endpoints_of(namespace, name, tuple(ready), tuple(not_ready), port_name, port)
+
+
+@memo.by_value()
+def _endpoints_of(
+    namespace: str,
+    name: str,
+    ready: tuple[str, ...],
+    not_ready: tuple[str, ...],
+    port_name: str,
+    port: int,
+) -> Endpoints:
     ready_ips, not_ready_ips = _split(ready, not_ready)
     return Endpoints(
         name=name,
@@ -937,6 +960,21 @@ def _endpoint_slice(
     service_name: str,
     ready: Iterable[str],
     not_ready: Iterable[str],
+    port_name: str,
+    port: int,
+) -> EndpointSlice:
+    return _endpoint_slice_of(
+        namespace, name, service_name, tuple(ready), tuple(not_ready), port_name, port
+    )
+
+
+@memo.by_value()
+def _endpoint_slice_of(
+    namespace: str,
+    name: str,
+    service_name: str,
+    ready: tuple[str, ...],
+    not_ready: tuple[str, ...],
     port_name: str,
     port: int,
 ) -> EndpointSlice:
@@ -1184,9 +1222,10 @@ def _attrs_memo(cluster: Cluster) -> _AttrsMemo:
 
 
 def clear_caches() -> None:
-    """Forget memoised static resources and Node verdicts (tests, benchmarks)."""
+    """Forget memoised static resources, renders and Node verdicts (tests, benchmarks)."""
     _static_cache.clear()
     _attrs_memos.clear()
+    memo.clear_caches()
 
 
 def outdated_attrs_nodes(

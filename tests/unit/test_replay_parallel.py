@@ -10,6 +10,7 @@ result the engine does not give (so differences come from every range).
 from __future__ import annotations
 
 import datetime
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import attrs
 import pytest
 from cke_adapters.eventlog import EventLog, open_event_log
 from cke_adapters.eventlog import application as application_module
+from cke_adapters.eventlog.application import serve_replay
+from cke_adapters.eventlog.parallel import WorkerLink, read_frame, write_frame
 from cke_adapters.eventlog.simulated import initial_status, run_engine
 
 from cke_core import strategy
@@ -77,41 +80,59 @@ def test_the_log_is_worth_splitting(log: EventLog) -> None:
 
 
 @pytest.fixture
-def answers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """What the worker processes answered, in order."""
-    seen: list[Any] = []
-    original = application_module._Worker.result
+def shared_rows(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """The rows each shared replay gathered (from this process and the workers),
+    with chunks small enough that the processes steal from each other."""
+    monkeypatch.setattr(application_module, "_CHUNK_BOUNDS", (3, 500))
+    seen: list[list[Any]] = []
+    original = EventLog._rederive_shared
 
-    def result(self: Any) -> Any:
-        answer = original(self)
-        seen.append(answer)
-        return answer
+    def gathered(self: EventLog, *args: Any) -> list[Any]:
+        rows = original(self, *args)
+        seen.append(rows)
+        return rows
 
-    monkeypatch.setattr(application_module._Worker, "result", result)
+    monkeypatch.setattr(EventLog, "_rederive_shared", gathered)
     return seen
+
+
+@pytest.fixture
+def links(monkeypatch: pytest.MonkeyPatch) -> list[WorkerLink]:
+    """The worker links of the replays, in order."""
+    started: list[WorkerLink] = []
+
+    class Recorded(WorkerLink):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(application_module, "WorkerLink", Recorded)
+    return started
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_several_processes_give_the_same_report(
-    log: EventLog, jobs: int, answers: list[Any]
+    log: EventLog, jobs: int, shared_rows: list[list[Any]], links: list[WorkerLink]
 ) -> None:
     single = log.replay(jobs=1)
     plan = log._replay_plan(None, jobs)
     assert plan is not None
-    assert len(plan.ranges) == jobs - 1
-    assert plan.ranges[-1][1] == single.decisions
+    assert len(plan.regions) == jobs - 1
+    assert plan.regions[-1][2] == single.decisions
     assert log.replay(jobs=jobs) == single
-    # The workers did their ranges (no fallback to one process).
-    assert [[r[0] for r in a] for a in answers] == [
-        list(range(first, last + 1)) for first, last in plan.ranges
-    ]
+    # Every decision re-derived exactly once, the workers doing their part.
+    (rows,) = shared_rows
+    assert sorted(r[0] for r in rows) == list(range(1, single.decisions + 1))
+    assert len(links) == jobs - 1
+    assert all(link.rows and link.error is None for link in links)
 
 
-def test_until_a_record_with_several_processes(log: EventLog) -> None:
+def test_until_a_record_with_several_processes(log: EventLog, shared_rows: list[list[Any]]) -> None:
     middle = log.last_record_id() // 2
     single = log.replay(middle, jobs=1)
     assert single.decisions < log.replay(jobs=1).decisions
     assert log.replay(middle, jobs=2) == single
+    assert shared_rows
 
 
 def test_a_time_cut_or_a_substituted_engine_stays_in_one_process(
@@ -126,20 +147,51 @@ def test_a_time_cut_or_a_substituted_engine_stays_in_one_process(
 
 
 def test_a_worker_that_cannot_run_leaves_the_work_to_this_process(
-    log: EventLog, monkeypatch: pytest.MonkeyPatch
+    log: EventLog, monkeypatch: pytest.MonkeyPatch, shared_rows: list[list[Any]]
 ) -> None:
     single = log.replay(jobs=1)
     monkeypatch.setattr(application_module, "_WORKER_MODULE", "cke_adapters.eventlog.no_such")
+    assert log.replay(jobs=3) == single
+    (rows,) = shared_rows
+    assert sorted(r[0] for r in rows) == list(range(1, single.decisions + 1))
+
+
+def test_a_worker_that_dies_mid_way_leaves_its_work_to_the_others(
+    log: EventLog,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_rows: list[list[Any]],
+    links: list[WorkerLink],
+) -> None:
+    """``replay_worker_dies`` (tests/) does its first chunk, then exits in the
+    middle of the second: that chunk and the rest of its region are re-derived
+    by the other processes, once."""
+    single = log.replay(jobs=1)
+    monkeypatch.setattr(application_module, "_WORKER_MODULE", "replay_worker_dies")
     assert log.replay(jobs=2) == single
+    assert [r[0] for r in links[0].rows] == [1, 2, 3]  # its first chunk, then nothing
+    (rows,) = shared_rows
+    assert sorted(r[0] for r in rows) == list(range(1, single.decisions + 1))
 
 
 def test_a_worker_reports_a_broken_log_as_one_line(tmp_path: Path, db: Path) -> None:
-    """A range whose decisions cannot be re-derived: the worker's error is the
-    replay's error."""
-    result = application_module.replay_range(str(tmp_path / "none.db"), 1, 5)
-    assert isinstance(result, tuple)
-    assert result[0] == "log"
-    assert "no event log at" in result[1]
-    rederived = application_module.replay_range(str(db), 1, 5)
-    assert isinstance(rederived, list)
-    assert [r[0] for r in rederived] == [1, 2, 3, 4, 5]
+    """A log whose decisions cannot be re-derived: the worker's error frame
+    (the replay raises it); a good log: rows for the chunk it was given."""
+    answers = io.BytesIO()
+    serve_replay(str(tmp_path / "none.db"), io.BytesIO(), answers)
+    answers.seek(0)
+    kind, where, message = read_frame(answers)
+    assert (kind, where) == ("error", "log")
+    assert "no event log at" in message
+
+    requests = io.BytesIO()
+    write_frame(requests, (1, 5))
+    write_frame(requests, None)
+    requests.seek(0)
+    answers = io.BytesIO()
+    serve_replay(str(db), requests, answers)
+    answers.seek(0)
+    assert read_frame(answers) == ("rows", [])
+    kind, rows = read_frame(answers)
+    assert kind == "rows"
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
+    assert read_frame(answers) == ("done",)

@@ -41,15 +41,13 @@ import functools
 import importlib.metadata
 import itertools
 import os
-import pickle
 import re
 import secrets
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Final, ParamSpec, TextIO, TypeVar
+from typing import IO, Any, ClassVar, Final, ParamSpec, TextIO, TypeVar
 from uuid import UUID
 
 import attrs
@@ -72,7 +70,16 @@ from cke_adapters.eventlog.errors import (
     FencedError,
     NotFoundError,
 )
-from cke_adapters.eventlog.replaying import ENGINE_DECIDE, rederive
+from cke_adapters.eventlog.parallel import (
+    Chunk,
+    Row,
+    WorkerLink,
+    WorkQueue,
+    read_frame,
+    rederive_claimed,
+    write_frame,
+)
+from cke_adapters.eventlog.replaying import ENGINE_DECIDE, Rederiver, rederive
 from cke_adapters.eventlog.store import StoreURLError, default_store_url, parse_store_url
 from cke_adapters.eventlog.transcoder import FastJSONTranscoder
 from cke_adapters.oneline import error_line
@@ -143,17 +150,20 @@ FOLLOW_DEFAULT: Final = 20
 _PAGE: Final = 2000
 #: Notifications read per query by ``replay`` (SQLite: one SELECT each).
 REPLAY_PAGE: Final = 10_000
-#: Decisions a replay worker reads per query.
-_WORKER_PAGE: Final = 1000
+#: Decisions a replay process reads per query.
+_DECISION_PAGE: Final = 1000
 _WORKER_MODULE: Final = "cke_adapters.eventlog.replay_worker"
 #: Processes ``replay`` uses at most by default.
 MAX_REPLAY_JOBS: Final = 4
 #: Decisions below which ``replay`` stays in one process (starting a worker
-#: costs about a second).
+#: costs about half a second).
 PARALLEL_MIN_DECISIONS: Final = 4000
-#: This process's share of the decisions against 1.0 for each worker (it also
-#: reads and folds the whole log).
-_MAIN_SHARE: Final = 0.65
+#: The chunks ``replay`` hands out: about this many per process, within the
+#: bounds below (a process finishes within about one chunk of the others).
+_CHUNKS_PER_JOB: Final = 32
+_CHUNK_BOUNDS: Final = (50, 500)
+#: The replaying process's name in the work queue (workers are 1, 2 ...).
+_MAIN: Final = 0
 _ATTEMPTS: Final = 3
 _INTEGER: Final = re.compile(r"[+-]?\d+\Z")
 DEFAULT_POLICY: Final = ObservationPolicy()
@@ -1144,11 +1154,11 @@ class EventLog(Application[UUID]):
         ``jobs``: processes to re-derive decisions in (None: as many as there
         are CPUs, at most ``MAX_REPLAY_JOBS``). With more than one, a log of at
         least ``PARALLEL_MIN_DECISIONS`` decisions in a store other processes
-        can open is split: this process reads and folds every event and
-        re-derives the first decisions; each other process re-derives a later
-        range, starting from the observation snapshot before it
-        (``replay_range``). The report is the same; a worker that cannot run
-        makes this process do everything itself."""
+        can open is shared out (``cke_adapters.eventlog.parallel``): worker
+        processes start re-deriving at once, this one reads and folds every
+        event, then joins them; chunks of decisions are handed out by work
+        stealing. The report is the same; a worker that cannot run leaves its
+        work to the others."""
         stop_after: tuple[UUID, int] | None = None
         if until is None:
             point = "the end of the log"
@@ -1160,16 +1170,23 @@ class EventLog(Application[UUID]):
             point = f"record {until}"
         plan = self._replay_plan(until, jobs)
         if plan is None:
-            return self._replay(until, stop_after, point, None)
+            return self._replay_here(until, stop_after, point, None)
+        queue = WorkQueue(plan.regions, plan.chunk)
+        links = [WorkerLink(queue, owner, self.url, _WORKER_MODULE) for owner, _, _ in plan.regions]
         try:
-            return self._replay(until, stop_after, point, plan)
-        except _WorkerUnavailableError:
-            return self._replay(until, stop_after, point, None)
+            for link in links:
+                link.start()
+            return self._replay_here(until, stop_after, point, _Shared(plan, queue, links))
+        finally:
+            queue.abort()
+            for link in links:
+                link.stop()
+                link.join()
 
     def _replay_plan(
         self, until: int | datetime.datetime | None, jobs: int | None
     ) -> _ReplayPlan | None:
-        """How to split a replay over processes, or None for one process."""
+        """How to share a replay out between processes, or None for one process."""
         wanted = min(os.cpu_count() or 1, MAX_REPLAY_JOBS) if jobs is None else jobs
         if (
             wanted <= 1
@@ -1180,52 +1197,36 @@ class EventLog(Application[UUID]):
             return None
         with self.store_errors():
             # First the last event, then the last decision: every decision stored
-            # up to that event is then within the decisions split below.
+            # up to that event is then within the decisions shared out below.
             last_event = int(self.recorder.max_notification_id() or 0)
             last = self.last_decision()
         decisions = last.position if last is not None else 0
         if decisions < 2 * wanted or (jobs is None and decisions < PARALLEL_MIN_DECISIONS):
             return None
-        # This process also reads and folds the whole log: it takes a smaller share.
-        weights = [_MAIN_SHARE] + [1.0] * (wanted - 1)
-        bounds = []
-        done = 0.0
-        for weight in weights:
-            done += weight
-            bounds.append(round(decisions * done / sum(weights)))
-        ranges = tuple((a + 1, b) for a, b in itertools.pairwise(bounds) if b > a)
-        return _ReplayPlan(last_event=last_event, own=bounds[0], ranges=ranges)
-
-    def _replay(
-        self,
-        until: int | datetime.datetime | None,
-        stop_after: tuple[UUID, int] | None,
-        point: str,
-        plan: _ReplayPlan | None,
-    ) -> ReplayReport:
-        workers: list[_Worker] = []
-        try:
-            if plan is not None:
-                workers = [_Worker.start(self.url, first, last) for first, last in plan.ranges]
-            report = self._replay_here(until, stop_after, point, plan, workers)
-        finally:
-            for worker in workers:
-                worker.stop()
-        return report
+        low, high = _CHUNK_BOUNDS
+        chunk = max(low, min(high, decisions // (wanted * _CHUNKS_PER_JOB)))
+        # The workers start at once, each on its share; this process reads and
+        # folds the log first, then steals from them.
+        workers = wanted - 1
+        bounds = [round(decisions * i / workers) for i in range(workers + 1)]
+        regions = tuple(
+            (owner, lo + 1, hi)
+            for owner, (lo, hi) in enumerate(itertools.pairwise(bounds), start=1)
+            if hi > lo
+        )
+        return _ReplayPlan(last_event=last_event, regions=regions, chunk=chunk)
 
     def _replay_here(
         self,
         until: int | datetime.datetime | None,
         stop_after: tuple[UUID, int] | None,
         point: str,
-        plan: _ReplayPlan | None,
-        workers: Sequence[_Worker],
+        shared: _Shared | None,
     ) -> ReplayReport:
         aggregates: dict[UUID, Any] = {}
         configuration: list[Any] = []
         read = _ReplayProgress()
-        own = plan.own if plan is not None else None
-        last_event = plan.last_event if plan is not None else None
+        last_event = shared.plan.last_event if shared is not None else None
         to_domain_event = self.mapper.to_domain_event
 
         def decision_events() -> Iterator[DecisionRecorded]:
@@ -1233,12 +1234,8 @@ class EventLog(Application[UUID]):
                 if last_event is not None and notification.id > last_event:
                     return
                 oid = notification.originator_id
-                if (
-                    own is not None
-                    and oid == DECISION_LOG_ID
-                    and notification.originator_version > own
-                ):
-                    # Re-derived by another process: decoded only if it is the last.
+                if shared is not None and oid == DECISION_LOG_ID:
+                    # Re-derived from the work queue: decoded only if it is the last.
                     read.count += 1
                     read.decisions += 1
                     read.last_decision = notification
@@ -1264,8 +1261,9 @@ class EventLog(Application[UUID]):
                 if stop_after is not None and (oid, event.originator_version) == stop_after:
                     return
 
-        found: list[_Rederived] = []
-        for rederived in rederive(decision_events(), configuration):
+        found: list[Row] = []
+        rederiver = Rederiver(configuration)
+        for rederived in rederiver.run(decision_events()):
             event = rederived.event
             found.append(
                 (
@@ -1282,13 +1280,47 @@ class EventLog(Application[UUID]):
         if read.last_at is None and last_decision is not None:
             read.last_at = last_decision.timestamp
         upto = last_decision.position if last_decision is not None else 0
-        for worker in workers:
-            result = worker.result()
-            if isinstance(result, tuple):  # the worker's one-line error
-                kind, message = result
-                raise (HistoryError if kind == "history" else EventLogError)(message)
-            found.extend(r for r in result if r[0] <= upto)
+        if shared is not None:
+            found.extend(r for r in self._rederive_shared(shared, rederiver, upto) if r[0] <= upto)
         return self._replay_report(point, read, aggregates, last_decision, found)
+
+    def _rederive_shared(self, shared: _Shared, rederiver: Rederiver, upto: int) -> list[Row]:
+        """Join the workers on the work queue up to decision ``upto``, then
+        gather every row (raising a worker's one-line error)."""
+        queue = shared.queue
+        queue.limit(upto)
+        rows: list[Row] = []
+
+        def claim(finished: list[Row]) -> Chunk | None:
+            rows.extend(finished)
+            return queue.claim(_MAIN)
+
+        while True:
+            rederive_claimed(rederiver, claim, self._decision_tail, self._decisions_between)
+            if not queue.wait_for_work():
+                break
+        for link in shared.links:
+            link.join()
+            if link.error is not None:
+                kind, message = link.error
+                raise (HistoryError if kind == "history" else EventLogError)(message)
+            rows.extend(link.rows)
+        return rows
+
+    def _decisions_between(self, first: int, last: int) -> Iterator[DecisionRecorded]:
+        """Decisions ``first`` to ``last`` (fewer if the log ends before)."""
+        position = first - 1
+        while position < last:
+            with self.store_errors():
+                page = list(
+                    self.events.get(DECISION_LOG_ID, gt=position, lte=last, limit=_DECISION_PAGE)
+                )
+            if not page:
+                return
+            for event in page:
+                assert isinstance(event, DecisionRecorded)
+                yield event
+            position = page[-1].originator_version
 
     def _replay_report(
         self,
@@ -1296,7 +1328,7 @@ class EventLog(Application[UUID]):
         read: _ReplayProgress,
         aggregates: Mapping[UUID, Any],
         last_decision: DecisionRecorded | None,
-        found: Sequence[_Rederived],
+        found: Sequence[Row],
     ) -> ReplayReport:
         records: dict[int, list[int]] = {}
         for aggregate in aggregates.values():
@@ -1479,112 +1511,53 @@ class EventLog(Application[UUID]):
         return written
 
 
-#: One re-derived decision: position, time, engine, phase, differences.
-_Rederived = tuple[int, datetime.datetime, str, str, tuple[str, ...]]
-#: A worker's answer: its decisions, or its one-line error ("history" or "log", message).
-_RangeResult = list[_Rederived] | tuple[str, str]
-
-
 @attrs.frozen
 class _ReplayPlan:
-    """``replay`` over processes: the last event read, the decisions this
-    process re-derives (1 to ``own``) and the ranges the others do."""
+    """``replay`` over processes: the last event read, each worker's region of
+    decisions (owner, first, last) and the chunk size."""
 
     last_event: int
-    own: int
-    ranges: tuple[tuple[int, int], ...]
+    regions: tuple[tuple[int, int, int], ...]
+    chunk: int
 
 
-class _WorkerUnavailableError(Exception):
-    """A replay worker could not be started or died: replay in one process."""
+@attrs.frozen(eq=False)
+class _Shared:
+    """A replay shared out: its plan, the work queue and the workers' links."""
+
+    plan: _ReplayPlan
+    queue: WorkQueue
+    links: Sequence[WorkerLink]
 
 
-class _Worker:
-    """A replay worker process: ``python -m cke_adapters.eventlog.replay_worker
-    URL FIRST LAST`` (a fresh interpreter that imports only this package, with
-    this process's import path and environment, e.g. the store's credentials),
-    answering ``replay_range``'s result, pickled, on its standard output."""
+def serve_replay(url: str, requests: IO[bytes], answers: IO[bytes]) -> int:
+    """What a replay worker does (``replay_worker``): re-derive the chunks of
+    decisions the replaying process hands out (``parallel``), answering the
+    rows of each; ends with ``("done",)``, or ``("error", "history" | "log",
+    message)`` for a problem with the log."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
+    def claim(rows: list[Row]) -> Chunk | None:
+        write_frame(answers, ("rows", rows))
+        chunk: Chunk | None = read_frame(requests)
+        return chunk
 
-    @classmethod
-    def start(cls, url: str, first: int, last: int) -> _Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        try:
-            process = subprocess.Popen(  # our own module, fixed arguments
-                [sys.executable, "-m", _WORKER_MODULE, url, str(first), str(last)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-            )
-        except OSError:
-            raise _WorkerUnavailableError from None
-        return cls(process)
-
-    def result(self) -> _RangeResult:
-        out, _ = self.process.communicate()
-        if self.process.returncode != 0:
-            raise _WorkerUnavailableError
-        try:
-            result: _RangeResult = pickle.loads(out)  # our own worker's answer
-        except Exception:
-            raise _WorkerUnavailableError from None
-        return result
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate()
-
-
-def replay_range(url: str, first: int, last: int) -> _RangeResult:
-    """What a replay worker does (``replay_worker``): re-derive decisions
-    ``first`` to ``last`` of the log at ``url``, starting from the observation
-    snapshot at or before ``first`` (the configuration is read whole)."""
     try:
         log = open_event_log(url, create=False)
         try:
             with log.store_errors():
                 configuration = list(log.events.get(CLUSTER_CONFIGURATION_ID))
-                head = log._decision_tail(first)
-
-            def decisions() -> Iterator[DecisionRecorded]:
-                yield from head
-                position = first
-                while position < last:
-                    with log.store_errors():
-                        page = list(
-                            log.events.get(
-                                DECISION_LOG_ID, gt=position, lte=last, limit=_WORKER_PAGE
-                            )
-                        )
-                    if not page:
-                        return
-                    for event in page:
-                        assert isinstance(event, DecisionRecorded)
-                        yield event
-                    position = page[-1].originator_version
-
-            return [
-                (
-                    r.event.position,
-                    r.event.now,
-                    r.event.engine_version,
-                    r.event.phase,
-                    r.differences,
-                )
-                for r in rederive(decisions(), configuration)
-                if r.event.position >= first
-            ]
+            rederive_claimed(
+                Rederiver(configuration), claim, log._decision_tail, log._decisions_between
+            )
         finally:
             log.close()
     except HistoryError as exc:
-        return ("history", str(exc))
+        write_frame(answers, ("error", "history", str(exc)))
     except EventLogError as exc:
-        return ("log", str(exc))
+        write_frame(answers, ("error", "log", str(exc)))
+    else:
+        write_frame(answers, ("done",))
+    return 0
 
 
 class _ExistingLog:

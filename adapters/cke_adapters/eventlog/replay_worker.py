@@ -1,27 +1,22 @@
-"""A replay worker: ``python -m cke_adapters.eventlog.replay_worker URL FIRST LAST``.
+"""A replay worker: ``python -m cke_adapters.eventlog.replay_worker URL``.
 
-``EventLog.replay`` starts one per range of decisions it hands out. It
-re-derives decisions FIRST to LAST of the log at URL
-(``application.replay_range``) and writes the result, pickled, to its
-standard output: a list of (position, time, engine, phase, differences), or
-("history" | "log", message) for a problem with the log. Any other failure
-is a non-zero exit; the replay then does the work itself.
+``EventLog.replay`` starts one per extra process. It re-derives the chunks
+of decisions of the log at URL that the replaying process hands out over its
+standard input, answering the rows of each on its standard output
+(``application.serve_replay``, frames of ``parallel``). Any failure other
+than a problem with the log is a non-zero exit or a closed pipe; the other
+processes then take over its work.
 """
 
 from __future__ import annotations
 
-import pickle
 import sys
 
 
 def main(argv: list[str]) -> int:
-    from cke_adapters.eventlog.application import replay_range
+    from cke_adapters.eventlog.application import serve_replay
 
-    url, first, last = argv[0], int(argv[1]), int(argv[2])
-    result = replay_range(url, first, last)
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
-    return 0
+    return serve_replay(argv[0], sys.stdin.buffer, sys.stdout.buffer)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ __all__ = [
     "ENGINE_DECIDE",
     "ConfigurationFolder",
     "Rederived",
+    "Rederiver",
     "StatusRebuilder",
     "content_key",
     "rederive",
@@ -505,6 +506,25 @@ class Rederived:
     differences: tuple[str, ...]
 
 
+class Rederiver:
+    """Re-runs ``decide`` on recorded decisions and compares, remembering the
+    configuration values and status parts it structured across calls of
+    ``run`` (a replay worker re-derives several ranges of one log)."""
+
+    def __init__(self, configuration_events: Sequence[Any]) -> None:
+        self.folder = ConfigurationFolder(configuration_events)
+        self.rebuilder = StatusRebuilder()
+
+    def run(self, decision_events: Iterable[DecisionRecorded]) -> Iterator[Rederived]:
+        """Each decision of ``decision_events`` (consecutive, from one that
+        carries an observation snapshot), re-derived."""
+        folder, rebuilder = self.folder, self.rebuilder
+        for event, doc in observations(decision_events):
+            inputs = folder.inputs(event, rebuilder.status(doc))
+            decision = strategy.decide(inputs)
+            yield Rederived(event, inputs, decision, tuple(compare(event, decision)))
+
+
 def rederive(
     decision_events: Iterable[DecisionRecorded], configuration_events: Sequence[Any]
 ) -> Iterator[Rederived]:
@@ -515,9 +535,4 @@ def rederive(
     ``decision_events`` lazily, ``configuration_events`` as a list appended to
     before each decision that needs the new events is drawn.
     """
-    folder = ConfigurationFolder(configuration_events)
-    rebuilder = StatusRebuilder()
-    for event, doc in observations(decision_events):
-        inputs = folder.inputs(event, rebuilder.status(doc))
-        decision = strategy.decide(inputs)
-        yield Rederived(event, inputs, decision, tuple(compare(event, decision)))
+    return Rederiver(configuration_events).run(decision_events)
