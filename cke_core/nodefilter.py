@@ -17,30 +17,40 @@ observes a new status every loop, in which an unchanged node's status is very
 often the *same object* as in the previous loop (``status_from_json`` shares
 the values of identical node documents). Most predicates ("node facts") depend
 on nothing but the cluster, the engine settings, the node and that node's
-status, so ``NodeFilter`` remembers, per cluster object (see ``_ClusterMemo``):
+status, so ``NodeFilter`` remembers:
 
 1. the values rendered for the cluster and for each node (built-in parameters,
    configuration documents, extra parameters), computed on first use;
 2. per node, the answers of the node facts for each of the last
-   ``_STATES_SIZE`` ``(node, status)`` pairs it saw, reused only while both
-   are the very same objects (a node going back to a state seen before finds
-   its answers);
+   ``_STATES_SIZE`` statuses it saw, reused only while the status is the very
+   same object (a node going back to a state seen before finds its answers);
 3. the result of ``select(fact, nf.nodes)`` and ``select(fact,
    nf.control_planes)`` for every node fact, for each of the last
    ``_SELECTIONS_SIZE`` sets of node statuses, reused only while *every*
    node's status is the very same object as when it was computed.
 
-Every entry is keyed by object identity: the cluster memo pins its cluster
-(so its ``id`` cannot be reused while the entry exists), and statuses are held
-by weak references (a status that is gone never matches; the memo does not keep
-old observations alive). So a new cluster or settings value, an edited node or
-a newly observed status never sees another one's answers; a value equal to a
-remembered one but not identical is simply recomputed. The memory is bounded:
-``_MEMO_SIZE`` clusters (least recently used first out), each holding at most
-``_STATES_SIZE`` entries per node of the cluster and ``_SELECTIONS_SIZE``
-selection sets. Nothing here changes
-a result, so decisions stay pure functions of their inputs (``clear_caches``
-empties everything; the tests compare decisions with and without it).
+Node facts and the renders behind them are computed from the cluster's
+*basis*: the cluster with its nodes' Kubernetes metadata (labels,
+annotations, taints) left out, which CKE applies through the API and never
+renders into a component (a property test checks every render facts use).
+So 1 and 2 are kept per basis (``_SharedMemo``: the same cluster fields
+besides the nodes, compared on lookup, the same nodes but for their metadata,
+the same settings) and survive a cluster.yml change of node labels; 3 holds
+the cluster's own Node objects and is kept per cluster object
+(``_ClusterMemo``).
+
+Every entry is keyed by object identity or compared whole: the cluster memo
+pins its cluster (so its ``id`` cannot be reused while the entry exists), and
+statuses are held by weak references (a status that is gone never matches;
+the memo does not keep old observations alive). So another basis or settings
+value, an edited node or a newly observed status never sees another one's
+answers; a status equal to a remembered one but not identical is simply
+recomputed. The memory is bounded: ``_MEMO_SIZE`` clusters and as many bases
+(least recently used first out), each basis holding at most ``_STATES_SIZE``
+entries per node and each cluster ``_SELECTIONS_SIZE`` selection sets.
+Nothing here changes a result, so decisions stay pure functions of their
+inputs (``clear_caches`` empties everything; the tests compare decisions with
+and without it).
 """
 
 from __future__ import annotations
@@ -51,7 +61,10 @@ from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
 from typing import Any, Final, Generic, TypeVar
 
+import attrs
+
 from cke_core.cluster import Cluster, ConfigDocument, Node, ServiceParams
+from cke_core.frozen import FrozenDict
 from cke_core.render import components as rc
 from cke_core.render.images import EngineSettings
 from cke_core.status import (
@@ -96,16 +109,20 @@ _FACTS: dict[Callable[..., bool], str] = {}
 
 
 def _fact(fn: _Fact) -> Callable[[NodeFilter, Node], bool]:
-    """A node fact: answered once per ``(node, status)`` pair and remembered."""
+    """A node fact: answered once per ``(node, status)`` pair and remembered.
+
+    ``fn`` gets the node's basis (``basis_node``) and renders from the
+    cluster's basis (``_render``, ``_per_node``, ``_extra``, ``_basis``): its
+    answer is shared by every cluster with the same basis (``_SharedMemo``)."""
     name = fn.__name__
 
     def predicate(self: NodeFilter, node: Node) -> bool:
-        facts = self._facts(node)
+        facts, basis = self._facts(node)
         if facts is None:
-            return fn(self, node, self.node_status(node))
+            return fn(self, basis, self.node_status(node))
         value = facts.get(name)
         if value is None:
-            value = facts[name] = fn(self, node, self.node_status(node))
+            value = facts[name] = fn(self, basis, self.node_status(node))
         return value
 
     predicate.__name__ = name
@@ -145,6 +162,60 @@ class _once(Generic[_V]):
         return value
 
 
+#: The fields of a node that node facts may depend on: all but its Kubernetes
+#: metadata (labels, annotations, taints), which CKE applies through the API
+#: (``update-node``) and never renders into a component's parameters.
+_NODE_METADATA: Final = frozenset({"labels", "annotations", "taints"})
+_BASIS_NODE_FIELDS: Final = tuple(
+    f.name for f in attrs.fields(Node) if f.name not in _NODE_METADATA
+)
+#: The cluster fields besides its nodes.
+_CLUSTER_FIELDS: Final = tuple(f.name for f in attrs.fields(Cluster) if f.name != "nodes")
+
+
+def basis_node(node: Node) -> Node:
+    """``node`` without its Kubernetes metadata: what its node facts see."""
+    if not (node.labels or node.annotations or node.taints):
+        return node
+    return attrs.evolve(node, labels=FrozenDict(), annotations=FrozenDict(), taints=())
+
+
+class _SharedMemo:
+    """What ``NodeFilter`` remembers for every cluster object with the same
+    *basis*: the same cluster fields (besides its nodes) and nodes that differ
+    at most in their Kubernetes metadata, and the same settings. Renders and
+    node facts are computed from the basis (``cluster`` here, its nodes
+    without metadata), so they are the same for all of these clusters: a
+    cluster.yml change of node labels keeps every answer."""
+
+    __slots__ = (
+        "basis_nodes",
+        "cluster",
+        "extras",
+        "per_node",
+        "rendered",
+        "rest",
+        "settings",
+        "states",
+    )
+
+    def __init__(self, cluster: Cluster, settings: EngineSettings, rest: tuple[Any, ...]) -> None:
+        self.rest = rest
+        self.settings = settings
+        nodes = tuple(map(basis_node, cluster.nodes))
+        #: The basis: the cluster with its nodes' metadata left out.
+        self.cluster = attrs.evolve(cluster, nodes=nodes)
+        self.basis_nodes = {n.address: n for n in nodes}
+        self.extras = {name: rc.extra_params(cluster, name) for name in rc.CONTAINERS}
+        #: Node-independent renders, by name.
+        self.rendered: dict[str, Any] = {}
+        #: Per-node renders: (render function, address) -> (basis node, value).
+        self.per_node: dict[tuple[Callable[..., Any], str], tuple[Node, Any]] = {}
+        #: address -> id(status) -> (status, facts): the facts of the last
+        #: ``_STATES_SIZE`` statuses seen, least recently used first.
+        self.states: dict[str, dict[int, tuple[weakref.ref[NodeStatus], dict[str, bool]]]] = {}
+
+
 class _ClusterMemo:
     """What ``NodeFilter`` remembers about one cluster object and settings value."""
 
@@ -153,22 +224,20 @@ class _ClusterMemo:
         "cluster",
         "control_planes",
         "cp_addresses",
-        "extras",
         "known_names",
         "node_addresses",
         "node_by_address",
         "nodenames",
         "nodes",
-        "per_node",
-        "rendered",
         "selections",
         "settings",
-        "states",
+        "shared",
     )
 
-    def __init__(self, cluster: Cluster, settings: EngineSettings) -> None:
+    def __init__(self, cluster: Cluster, settings: EngineSettings, shared: _SharedMemo) -> None:
         self.cluster = cluster
         self.settings = settings
+        self.shared = shared
         self.nodes = cluster.nodes
         self.control_planes = cluster.control_planes
         self.node_addresses = tuple(n.address for n in cluster.nodes)
@@ -178,16 +247,6 @@ class _ClusterMemo:
         self.nodenames = frozenset(n.nodename for n in cluster.nodes)
         self.known_names = self.nodenames | self.addresses
         self.node_by_address = cluster.node_by_address()
-        self.extras = {name: rc.extra_params(cluster, name) for name in rc.CONTAINERS}
-        #: Node-independent renders, by name.
-        self.rendered: dict[str, Any] = {}
-        #: Per-node renders: (render function, address) -> (node, value).
-        self.per_node: dict[tuple[Callable[..., Any], str], tuple[Node, Any]] = {}
-        #: address -> id(status) -> (node, status, facts): the facts of the last
-        #: ``_STATES_SIZE`` pairs seen, least recently used first.
-        self.states: dict[
-            str, dict[int, tuple[Node, weakref.ref[NodeStatus], dict[str, bool]]]
-        ] = {}
         #: ids of every node's status in cluster order -> (weak references to
         #: those statuses, selections of node facts), least recently used first.
         self.selections: dict[
@@ -197,6 +256,9 @@ class _ClusterMemo:
 
 
 _memos: dict[int, _ClusterMemo] = {}
+#: Shared memos by the basis fields of the cluster's nodes (the rest of the
+#: basis is compared on lookup), least recently used first.
+_shared: dict[tuple[Any, ...], _SharedMemo] = {}
 
 
 def _memo_for(cluster: Cluster, settings: EngineSettings) -> _ClusterMemo:
@@ -204,16 +266,37 @@ def _memo_for(cluster: Cluster, settings: EngineSettings) -> _ClusterMemo:
     memo = _memos.pop(key, None)
     # The memo pins its cluster, so an id in the table is that object's.
     if memo is None or not (memo.settings is settings or memo.settings == settings):
-        memo = _ClusterMemo(cluster, settings)
+        memo = _ClusterMemo(cluster, settings, _shared_for(cluster, settings))
     _memos[key] = memo
-    while len(_memos) > _MEMO_SIZE:
-        _memos.pop(next(iter(_memos)), None)
+    _trim(_memos, _MEMO_SIZE)
     return memo
+
+
+def _shared_for(cluster: Cluster, settings: EngineSettings) -> _SharedMemo:
+    nodes = tuple(tuple(getattr(n, f) for f in _BASIS_NODE_FIELDS) for n in cluster.nodes)
+    rest = tuple(getattr(cluster, f) for f in _CLUSTER_FIELDS)
+    shared = _shared.pop(nodes, None)
+    # Unchanged fields are usually the very same objects: comparing is cheap.
+    if (
+        shared is None
+        or shared.rest != rest
+        or not (shared.settings is settings or shared.settings == settings)
+    ):
+        shared = _SharedMemo(cluster, settings, rest)
+    _shared[nodes] = shared
+    _trim(_shared, _MEMO_SIZE)
+    return shared
+
+
+def _trim(table: dict[Any, Any], size: int) -> None:
+    while len(table) > size:
+        table.pop(next(iter(table)), None)
 
 
 def clear_caches() -> None:
     """Forget every memoised render and answer (tests and benchmarks)."""
     _memos.clear()
+    _shared.clear()
 
 
 class NodeFilter:
@@ -226,13 +309,14 @@ class NodeFilter:
         self.images = settings.images
         memo = _memo_for(cluster, settings)
         self._memo = memo
+        self._shared = memo.shared
         self.control_planes: tuple[Node, ...] = memo.control_planes
         self.nodes: tuple[Node, ...] = cluster.nodes
         self.addresses: frozenset[str] = memo.addresses
         self.cp_addresses: frozenset[str] = memo.cp_addresses
         self._statuses: dict[str, NodeStatus] = status.nodes.to_dict()
-        #: address -> (node, facts) of the pairs looked up in this decision.
-        self._seen: dict[str, tuple[Node, dict[str, bool]]] = {}
+        #: address -> (node, its basis node, facts) looked up in this decision.
+        self._seen: dict[str, tuple[Node, Node, dict[str, bool]]] = {}
 
     # --- selection -----------------------------------------------------------
 
@@ -280,37 +364,40 @@ class NodeFilter:
             remembered.pop(next(iter(remembered)), None)
         return selections
 
-    def _facts(self, node: Node) -> dict[str, bool] | None:
-        """The remembered facts of ``node`` and its status (None: not remembered)."""
+    def _facts(self, node: Node) -> tuple[dict[str, bool] | None, Node]:
+        """The remembered facts of ``node`` and its status (None: not
+        remembered), and the basis node to compute one from."""
         seen = self._seen.get(node.address)
-        if seen is not None and seen[0] is node:
-            return seen[1]
+        if seen is not None and (seen[0] is node or seen[1] is node):
+            return seen[2], seen[1]
         return self._load_facts(node)
 
-    def _load_facts(self, node: Node) -> dict[str, bool] | None:
+    def _load_facts(self, node: Node) -> tuple[dict[str, bool] | None, Node]:
         address = node.address
-        if address not in self.addresses:
-            return None  # not a node of the cluster: nothing is remembered about it
+        shared = self._shared
+        basis = shared.basis_nodes.get(address)
+        if basis is None or (basis is not node and self._memo.node_by_address[address] is not node):
+            # Not a node of the cluster: nothing is remembered about it.
+            return None, basis_node(node)
         status = self.node_status(node)
-        states = self._memo.states.get(address)
+        states = shared.states.get(address)
         if states is None:
-            states = self._memo.states[address] = {}
+            states = shared.states[address] = {}
         key = id(status)
         state = states.pop(key, None)
-        if state is not None and state[0] is node and state[1]() is status:
-            facts = state[2]
+        if state is not None and state[0]() is status:
+            facts = state[1]
             states[key] = state  # the most recently used last
         else:
             try:
                 ref = weakref.ref(status)
             except TypeError:  # cannot be weakly referenced: not remembered
-                return None
+                return None, basis
             facts = {}
-            states[key] = (node, ref, facts)
-            while len(states) > _STATES_SIZE:
-                states.pop(next(iter(states)), None)
-        self._seen[address] = (node, facts)
-        return facts
+            states[key] = (ref, facts)
+            _trim(states, _STATES_SIZE)
+        self._seen[address] = (node, basis, facts)
+        return facts, basis
 
     def node_status(self, node: Node) -> NodeStatus:
         return self._statuses.get(node.address, _UNOBSERVED)
@@ -356,22 +443,28 @@ class NodeFilter:
 
     # --- rendered expectations (memoised per cluster) ---------------------------
 
+    @property
+    def _basis(self) -> Cluster:
+        """The cluster without its nodes' metadata: what node facts render from."""
+        return self._shared.cluster
+
     def _render(self, name: str, fn: Callable[[Cluster], Any]) -> Any:
-        rendered = self._memo.rendered
+        rendered = self._shared.rendered
         value = rendered.get(name)
         if value is None:
-            value = rendered[name] = fn(self.cluster)
+            value = rendered[name] = fn(self._shared.cluster)
         return value
 
     def _per_node(self, fn: Callable[[Cluster, Node], Any], node: Node) -> Any:
-        per_node = self._memo.per_node
+        """``fn(basis, node)`` for a basis node, remembered for the cluster's."""
+        shared = self._shared
         key = (fn, node.address)
-        hit = per_node.get(key)
+        hit = shared.per_node.get(key)
         if hit is not None and hit[0] is node:
             return hit[1]
-        value = fn(self.cluster, node)
-        if node.address in self.addresses:
-            per_node[key] = (node, value)
+        value = fn(shared.cluster, node)
+        if shared.basis_nodes.get(node.address) is node:
+            shared.per_node[key] = (node, value)
         return value
 
     @property
@@ -390,7 +483,7 @@ class NodeFilter:
         return config
 
     def _extra(self, container: str) -> ServiceParams:
-        return self._memo.extras[container]
+        return self._shared.extras[container]
 
     def _params(self, fn: Callable[[Cluster, Node], ServiceParams], node: Node) -> ServiceParams:
         params: ServiceParams = self._per_node(fn, node)
@@ -589,7 +682,7 @@ class NodeFilter:
                 self._params(rc.kubelet_params, node),
                 rc.KUBELET,
             )
-            or kubelet.config != rc.kubelet_config(self.cluster, node, kubelet.config)
+            or kubelet.config != rc.kubelet_config(self._basis, node, kubelet.config)
         )
 
     @_fact
@@ -609,7 +702,7 @@ class NodeFilter:
     def proxy_outdated(self, node: Node, st: NodeStatus) -> bool:
         proxy = st.proxy
         return (
-            not self.cluster.options.kube_proxy.disable
+            not self._basis.options.kube_proxy.disable
             and proxy.running
             and (
                 self._outdated(
