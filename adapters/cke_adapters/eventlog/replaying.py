@@ -176,8 +176,9 @@ class _Structurer:
     def __init__(self, fieldwise: frozenset[type[Any]], slack: int) -> None:
         self._fieldwise_classes = fieldwise
         self._slack = slack
-        #: id(part) -> [part, type, value, generation last used, memo, memo key]
-        #: (no memo for a list or object of parts: ``items``, ``mapping``).
+        #: id(part) -> [part, type, value, generation last used, memo, memo key,
+        #: constructor arguments] (no memo for a list or object of parts:
+        #: ``items``, ``mapping``; arguments only for ``fieldwise`` classes).
         self._seen: dict[int, list[Any]] = {}
         #: (type, content key) -> value, least recently used first.
         self._by_content: dict[tuple[Any, bytes], Any] = {}
@@ -205,8 +206,11 @@ class _Structurer:
             generation = self._generation
             self._seen = {k: entry for k, entry in seen.items() if entry[3] == generation}
 
-    def part(self, sub: Any, cls: Any) -> Any:
-        """``sub`` structured as ``cls``: remembered, or structured now."""
+    def part(self, sub: Any, cls: Any, previous: Any = None) -> Any:
+        """``sub`` structured as ``cls``: remembered, or structured now.
+        ``previous``: the document this one replaces (a delta copied the path
+        to a change and kept the rest), whose unchanged fields keep their
+        values without a lookup."""
         kind = type(sub)
         if kind is not dict and kind is not list:
             try:
@@ -223,8 +227,9 @@ class _Structurer:
                 memo.pop(key, None)
                 memo[key] = value  # the most recently used last
             return value
+        arguments = None
         if kind is dict and cls in self._fieldwise_classes:
-            memo, key, value = self._fieldwise(sub, cls)
+            memo, key, value, arguments = self._fieldwise(sub, cls, previous)
         else:
             memo = self._by_content
             digest = content_key(sub)
@@ -237,8 +242,17 @@ class _Structurer:
             else:
                 value = self._structure(sub, cls)
             memo[key] = value  # the most recently used last
-        self._seen[id(sub)] = [sub, cls, value, self._generation, memo, key]
+        self._seen[id(sub)] = [sub, cls, value, self._generation, memo, key, arguments]
         return value
+
+    def _remembered(self, sub: Any, kind: Any) -> list[Any] | None:
+        """The entry of ``sub`` structured as ``kind``, if remembered."""
+        if sub is None:
+            return None
+        entry = self._seen.get(id(sub))
+        if entry is not None and entry[0] is sub and entry[1] == kind:
+            return entry
+        return None
 
     def items(self, sub: list[Any], cls: Any) -> tuple[Any, ...]:
         """A list of ``cls`` documents as a tuple of values, each through
@@ -252,12 +266,15 @@ class _Structurer:
             value: tuple[Any, ...] = entry[2]
             return value
         value = tuple([self.part(item, cls) for item in sub])
-        self._seen[id(sub)] = [sub, kind, value, self._generation, None, None]
+        self._seen[id(sub)] = [sub, kind, value, self._generation, None, None, None]
         return value
 
-    def mapping(self, sub: dict[str, Any], cls: Any) -> FrozenDict[str, Any]:
+    def mapping(
+        self, sub: dict[str, Any], cls: Any, previous: dict[str, Any] | None = None
+    ) -> FrozenDict[str, Any]:
         """An object of ``cls`` documents as a ``FrozenDict`` of values, each
-        through ``part``; the same object gives the same mapping."""
+        through ``part``; the same object gives the same mapping. An item that
+        is the very same document as in ``previous`` keeps its value."""
         self._visits += 1
         entry = self._seen.get(id(sub))
         kind = (FrozenDict, cls)
@@ -266,13 +283,20 @@ class _Structurer:
             entry[3] = self._generation
             value: FrozenDict[str, Any] = entry[2]
             return value
+        before = self._remembered(previous, kind)
+        old: dict[str, Any] = before[0] if before is not None else {}
+        old_values: FrozenDict[str, Any] | None = before[2] if before is not None else None
         values = {}
         for key, item in sub.items():
             if type(key) is not str or type(item) is not dict:
                 raise _Fallback
-            values[key] = self.part(item, cls)
+            was = old.get(key)
+            if was is item and old_values is not None:
+                values[key] = old_values[key]
+            else:
+                values[key] = self.part(item, cls, was)
         value = FrozenDict(values)
-        self._seen[id(sub)] = [sub, kind, value, self._generation, None, None]
+        self._seen[id(sub)] = [sub, kind, value, self._generation, None, None, None]
         return value
 
     def _structure(self, sub: Any, cls: Any) -> Any:
@@ -284,13 +308,20 @@ class _Structurer:
         except Exception:
             raise _Fallback from None
 
-    def _fieldwise(self, sub: dict[str, Any], cls: Any) -> tuple[dict[Any, Any], Any, Any]:
+    def _fieldwise(
+        self, sub: dict[str, Any], cls: Any, previous: Any
+    ) -> tuple[dict[Any, Any], Any, Any, dict[str, Any]]:
         """What the converter does for an attrs class (``codec``: null values
         dropped, unknown keys refused, each field structured by its type, the
         constructor called with them), each field through ``part`` (a tuple
-        of attrs values item by item); the same field values give the same
-        object. Returns the memo, the key and the value."""
+        of attrs values item by item), or, when it is the very same document
+        as in ``previous``, with the value it had there; the same field
+        values give the same object. Returns the memo, the key, the value and
+        the constructor's arguments."""
         fields = _fields(cls)
+        before = self._remembered(previous, cls)
+        old: dict[str, Any] = before[0] if before is not None else {}
+        old_kwargs: dict[str, Any] = (before[6] if before is not None else None) or {}
         kwargs: dict[str, Any] = {}
         for key, raw in sub.items():
             if raw is None:
@@ -299,7 +330,9 @@ class _Structurer:
             if field is None:
                 raise _Fallback
             name, field_type, items = field
-            if items is not None and type(raw) is list:
+            if old.get(key) is raw and name in old_kwargs:
+                kwargs[name] = old_kwargs[name]  # the same document, the same value
+            elif items is not None and type(raw) is list:
                 kwargs[name] = self.items(raw, items)
             else:
                 kwargs[name] = self.part(raw, field_type)
@@ -315,7 +348,7 @@ class _Structurer:
             except Exception:
                 raise _Fallback from None
         memo[interning] = value  # the most recently used last
-        return memo, interning, value
+        return memo, interning, value, kwargs
 
 
 class StatusRebuilder:
@@ -324,6 +357,8 @@ class StatusRebuilder:
     def __init__(self, slack: int = MEMO_SLACK) -> None:
         self.parts = _Structurer(_FIELDWISE, slack)
         self._last: tuple[Any, ClusterStatus] | None = None
+        #: The body of the last document structured the fast way.
+        self._last_body: dict[str, Any] = {}
         self._checked: tuple[Any, Any] | None = None
 
     @property
@@ -361,15 +396,16 @@ class StatusRebuilder:
         if type(nodes_doc) is not dict or type(config_version) is not str:
             raise _Fallback
         parts = self.parts
+        last = self._last_body
         parts.begin()
         try:
-            nodes = parts.mapping(nodes_doc, NodeStatus)
+            nodes = parts.mapping(nodes_doc, NodeStatus, last.get("nodes"))
             values = {}
             for key, cls in _PARTS:
                 sub = body[key]
                 if type(sub) is not dict:
                     raise _Fallback
-                values[key] = parts.part(sub, cls)
+                values[key] = parts.part(sub, cls, last.get(key))
         finally:
             parts.end()
         status = ClusterStatus(config_version=config_version, nodes=nodes, **values)
@@ -378,6 +414,7 @@ class StatusRebuilder:
             if reference_problems(status):
                 raise _Fallback
             self._checked = queues
+        self._last_body = body
         return status
 
 
