@@ -1182,16 +1182,17 @@ class EventLog(Application[UUID]):
         if plan is None:
             return self._replay_here(until, stop_after, point, None)
         queue = WorkQueue(plan.regions, plan.chunk)
-        links = [WorkerLink(queue, owner, self.url, _WORKER_MODULE) for owner, _, _ in plan.regions]
+        links: list[WorkerLink] = []
         try:
-            for link in links:
+            for owner, _, _ in plan.regions:
+                link = WorkerLink(queue, owner, self.url, _WORKER_MODULE)
                 link.start()
+                links.append(link)
             return self._replay_here(until, stop_after, point, _Shared(plan, queue, links))
         finally:
             queue.abort()
             for link in links:
                 link.stop()
-                link.join()
 
     def _replay_plan(
         self, until: int | datetime.datetime | None, jobs: int | None

@@ -246,13 +246,18 @@ class WorkerLink(threading.Thread):
         self.error: tuple[str, str] | None = None
         #: Chunks handed out and not yet answered, oldest first.
         self._in_flight: deque[Chunk] = deque()
+        self._command = [sys.executable, "-m", module, url]
         self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the worker process (a worker that cannot start leaves its
+        work to the others) and this thread."""
+        self.queue.link_started()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        queue.link_started()
         try:
             self._process = subprocess.Popen(  # our own module, fixed arguments
-                [sys.executable, "-m", module, url],
+                self._command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -260,6 +265,11 @@ class WorkerLink(threading.Thread):
             )
         except OSError:
             self._process = None
+        try:
+            super().start()
+        except BaseException:
+            self.queue.link_finished()
+            raise
 
     def run(self) -> None:
         process = self._process
@@ -300,12 +310,16 @@ class WorkerLink(threading.Thread):
             self.queue.link_finished()
 
     def stop(self) -> None:
+        """Kill the worker process if it still runs, and wait for it and for
+        this thread (which then sees the end of the pipe)."""
         process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.kill()
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()
-        process.wait()
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        if self.ident is not None:
+            self.join()
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
