@@ -37,8 +37,9 @@ snapshot (JSON bytes). So the bytes stored per snapshot period are at most
 applies at most ``max_deltas`` deltas to one snapshot. Unchanged observations
 count toward neither limit. The defaults, 10,080 deltas (a week of one change
 a minute) and 2.0, keep a 1,000-node cluster (4.6 MB snapshots) with one
-change a minute to about 7 KB an hour of amortised snapshots, and the log
-small: a period of deltas d bytes each stores ``d * (1 + 1/ratio)`` bytes per
+change a minute to about 28 KB an hour of amortised snapshots (a snapshot a
+week: the count limit comes first), and a busy small cluster's log small: a
+period of deltas of d bytes each stores ``d * (1 + 1/ratio)`` bytes per
 delta (1.5 d at 2.0, 3 d at 0.5), while rebuilding the latest observation
 reads at most three snapshots' worth of bytes.
 
