@@ -25,12 +25,17 @@ class CLIError(click.ClickException):
 
 def run_cli(command: click.Command, *, debug: bool = False) -> int:
     try:
-        command.main(standalone_mode=False)
+        command.main(standalone_mode=False, prog_name=command.name)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
         click.echo("ckecli: aborted", err=True)
         return EXIT_INVALID
+    except click.UsageError as exc:
+        # One line naming the command, instead of click's usage block.
+        where = exc.ctx.command_path if exc.ctx is not None else command.name
+        click.echo(f"{where}: {' '.join(exc.format_message().split())}", err=True)
+        return EXIT_USAGE
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

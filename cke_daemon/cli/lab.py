@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 from cke_adapters.images import DEFAULT_IMAGE_CACHE, KUBERNETES_BINARIES, ImageError
@@ -61,39 +61,6 @@ class LabUsageError(click.ClickException):
         click.echo(f"{self.command}: {self.format_message()}", err=True)
 
 
-def _usage_error(ctx: click.Context, exc: click.UsageError) -> NoReturn:
-    message = " ".join(exc.format_message().split())
-    raise LabUsageError(ctx.command_path, message) from exc
-
-
-class _LabCommand(click.Command):
-    """Usage errors as one line instead of click's usage block."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            _usage_error(ctx, exc)
-
-
-class _LabGroup(click.Group):
-    command_class = _LabCommand
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            _usage_error(ctx, exc)
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
-            _usage_error(ctx, exc)
-
-
 def _lab_errors(function: F) -> F:
     """Root check first, then every expected failure as one line."""
 
@@ -119,7 +86,7 @@ _DIR_OPTION = click.option(
 )
 
 
-@click.group(cls=_LabGroup)
+@click.group()
 def lab() -> None:
     """A local lab: nodes in network namespaces with sshd and podman (root only)."""
 

@@ -913,6 +913,11 @@ def test_cli_replay(cli: Cli, db: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert explained.out.startswith("Record 3: etcd-boot")
     bad = cli("--store", db, "replay", "--until", "yesterday")
     assert bad.code == 2
+    assert cli("--store", db, "replay", "--jobs", "2").out == same.out
+    no_jobs = cli("--store", db, "replay", "-j", "0")
+    assert no_jobs.code == 2
+    assert no_jobs.err.count("\n") == 1  # one line, naming the command and the option
+    assert no_jobs.err.startswith("ckecli replay: Invalid value for '-j' / '--jobs'")
     original = strategy.decide
     monkeypatch.setattr(strategy, "decide", lambda i: attrs.evolve(original(i), operations=()))
     differs = cli("--store", db, "replay")
