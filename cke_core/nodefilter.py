@@ -203,10 +203,15 @@ class _SharedMemo:
         self.rest = rest
         self.settings = settings
         nodes = tuple(map(basis_node, cluster.nodes))
-        #: The basis: the cluster with its nodes' metadata left out.
-        self.cluster = attrs.evolve(cluster, nodes=nodes)
+        #: The basis: the cluster with its nodes' metadata left out (the cluster
+        #: itself when it has none).
+        self.cluster = (
+            cluster
+            if all(map(operator.is_, nodes, cluster.nodes))
+            else attrs.evolve(cluster, nodes=nodes)
+        )
         self.basis_nodes = {n.address: n for n in nodes}
-        self.extras = {name: rc.extra_params(cluster, name) for name in rc.CONTAINERS}
+        self.extras = {name: rc.extra_params(self.cluster, name) for name in rc.CONTAINERS}
         #: Node-independent renders, by name.
         self.rendered: dict[str, Any] = {}
         #: Per-node renders: (render function, address) -> (basis node, value).
