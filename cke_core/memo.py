@@ -14,7 +14,9 @@ repeated; these memos skip it.
   tuples of strings).
 
 Both are bounded (least recently used first out) and registered, so
-``clear_caches`` forgets them all. Nothing here changes a result: a memoised
+``clear_caches`` forgets them all. ``trim`` bounds the hand-made memos of the
+same kind elsewhere (dicts kept in least-recently-used order by moving an
+entry to the end when it is used). Nothing here changes a result: a memoised
 function must be pure and its arguments and result immutable.
 """
 
@@ -50,8 +52,7 @@ def by_identity(size: int = DEFAULT_SIZE) -> Callable[[Callable[P, R]], Callable
                 return entry[1]
             result = fn(*args, **kwargs)  # no keywords here
             entries[key] = (args, result)
-            if len(entries) > size:
-                del entries[next(iter(entries))]
+            trim(entries, size)
             return result
 
         _clearers.append(entries.clear)
@@ -69,6 +70,13 @@ def by_value(size: int = DEFAULT_SIZE) -> Callable[[Callable[P, R]], Callable[P,
         return cached  # type: ignore[return-value]
 
     return decorate
+
+
+def trim(table: dict[Any, Any], size: int) -> None:
+    """Drop the oldest entries of ``table`` (insertion order: least recently
+    used first) until at most ``size`` are left."""
+    while len(table) > size:
+        del table[next(iter(table))]
 
 
 def clear_caches() -> None:

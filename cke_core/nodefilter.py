@@ -65,6 +65,7 @@ import attrs
 
 from cke_core.cluster import Cluster, ConfigDocument, Node, ServiceParams
 from cke_core.frozen import FrozenDict
+from cke_core.memo import trim
 from cke_core.render import components as rc
 from cke_core.render.images import EngineSettings
 from cke_core.status import (
@@ -273,7 +274,7 @@ def _memo_for(cluster: Cluster, settings: EngineSettings) -> _ClusterMemo:
     if memo is None or not (memo.settings is settings or memo.settings == settings):
         memo = _ClusterMemo(cluster, settings, _shared_for(cluster, settings))
     _memos[key] = memo
-    _trim(_memos, _MEMO_SIZE)
+    trim(_memos, _MEMO_SIZE)
     return memo
 
 
@@ -289,13 +290,8 @@ def _shared_for(cluster: Cluster, settings: EngineSettings) -> _SharedMemo:
     ):
         shared = _SharedMemo(cluster, settings, rest)
     _shared[nodes] = shared
-    _trim(_shared, _MEMO_SIZE)
+    trim(_shared, _MEMO_SIZE)
     return shared
-
-
-def _trim(table: dict[Any, Any], size: int) -> None:
-    while len(table) > size:
-        table.pop(next(iter(table)), None)
 
 
 def clear_caches() -> None:
@@ -365,8 +361,7 @@ class NodeFilter:
             remembered[key] = (tuple(map(weakref.ref, statuses)), selections)
         except TypeError:  # a status that cannot be weakly referenced: not remembered
             return selections
-        while len(remembered) > _SELECTIONS_SIZE:
-            remembered.pop(next(iter(remembered)), None)
+        trim(remembered, _SELECTIONS_SIZE)
         return selections
 
     def _facts(self, node: Node) -> tuple[dict[str, bool] | None, Node]:
@@ -400,7 +395,7 @@ class NodeFilter:
                 return None, basis
             facts = {}
             states[key] = (ref, facts)
-            _trim(states, _STATES_SIZE)
+            trim(states, _STATES_SIZE)
         self._seen[address] = (node, basis, facts)
         return facts, basis
 

@@ -40,6 +40,7 @@ from cke_core.cluster import Cluster, ConfigDocument, ServiceParams, Taint
 from cke_core.codec import CONVERTER, describe, structure, unstructure
 from cke_core.fields import mapping_field, tuple_field
 from cke_core.frozen import FrozenDict
+from cke_core.memo import trim
 from cke_core.problems import ConfigError, Problem, join_path
 from cke_core.queues import RebootQueueEntry, RepairQueueEntry
 
@@ -444,11 +445,6 @@ def _shared(raw: Any, cls: type[_T], memo: dict[bytes, _T]) -> _T | None:
     return value
 
 
-def _trim(memo: dict[bytes, _T], keep: int) -> None:
-    while len(memo) > keep:
-        memo.pop(next(iter(memo)), None)
-
-
 def _structure_sharing(raw: Any) -> ClusterStatus | None:
     """``structure(raw, ClusterStatus)`` for a well-formed status, each node and
     each Kubernetes Node structured once per distinct document (``_shared``);
@@ -480,9 +476,9 @@ def _structure_sharing(raw: Any) -> ClusterStatus | None:
                 return None
             rest["kubernetes"] = {k: v for k, v in k8s_raw.items() if k != "nodes"}
     finally:
-        _trim(_node_memo, len(nodes_raw) + SHARED_MEMO_SLACK)
+        trim(_node_memo, len(nodes_raw) + SHARED_MEMO_SLACK)
         count = len(k8s_items) if type(k8s_items) is list else 0
-        _trim(_k8s_node_memo, count + SHARED_MEMO_SLACK)
+        trim(_k8s_node_memo, count + SHARED_MEMO_SLACK)
     try:
         value = CONVERTER.structure(rest, ClusterStatus)
     except Exception:  # reported by the full structuring

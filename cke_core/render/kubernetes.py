@@ -29,6 +29,7 @@ from cke_core.cluster import Cluster, Node, Taint
 from cke_core.codec import describe
 from cke_core.documents import parse_yaml_all
 from cke_core.frozen import FrozenDict, freeze, thaw
+from cke_core.memo import trim
 from cke_core.problems import ConfigError, Problem, key_path
 from cke_core.status import (
     ConfigMap,
@@ -1216,8 +1217,7 @@ _attrs_memos: dict[int, _AttrsMemo] = {}
 def _attrs_memo(cluster: Cluster) -> _AttrsMemo:
     memo = _attrs_memos.pop(id(cluster), None) or _AttrsMemo(cluster)
     _attrs_memos[id(cluster)] = memo
-    while len(_attrs_memos) > _ATTRS_MEMO_SIZE:
-        _attrs_memos.pop(next(iter(_attrs_memos)), None)
+    trim(_attrs_memos, _ATTRS_MEMO_SIZE)
     return memo
 
 

@@ -55,6 +55,7 @@ from cke_core.history import (
     compare,
     observations,
 )
+from cke_core.memo import trim
 from cke_core.render.images import EngineSettings
 from cke_core.status import (
     STATUS_FORMAT,
@@ -199,8 +200,8 @@ class _Structurer:
     def end(self) -> None:
         """Bound the memories (see the class docstring)."""
         keep = self._visits + self._slack
-        _trim(self._by_content, keep)
-        _trim(self._by_fields, keep)
+        trim(self._by_content, keep)
+        trim(self._by_fields, keep)
         seen = self._seen
         if len(seen) > 2 * keep:
             generation = self._generation
@@ -416,11 +417,6 @@ class StatusRebuilder:
             self._checked = queues
         self._last_body = body
         return status
-
-
-def _trim(memo: dict[Any, Any], keep: int) -> None:
-    while len(memo) > keep:
-        memo.pop(next(iter(memo)), None)
 
 
 def _is_not(a: Any, b: Any) -> bool:
