@@ -11,7 +11,7 @@ repeated; these memos skip it.
   with ``is``; each entry holds its arguments, so their ids cannot be reused
   while it exists). Equal but distinct arguments are simply recomputed.
 * ``by_value``: ``functools.lru_cache`` for hashable arguments (strings and
-  tuples of strings).
+  tuples of strings; lists are passed on as tuples).
 
 Both are bounded (least recently used first out) and registered, so
 ``clear_caches`` forgets them all. ``trim`` bounds the hand-made memos of the
@@ -62,12 +62,18 @@ def by_identity(size: int = DEFAULT_SIZE) -> Callable[[Callable[P, R]], Callable
 
 
 def by_value(size: int = DEFAULT_SIZE) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Memoise a pure function of hashable arguments by their value."""
+    """Memoise a pure function of hashable positional arguments by their value;
+    a list argument is passed on as a tuple (for functions of sequences)."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         cached = functools.lru_cache(maxsize=size)(fn)
         _clearers.append(cached.cache_clear)
-        return cached  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def memoised(*args: Any) -> R:
+            return cached(*(tuple(a) if type(a) is list else a for a in args))
+
+        return memoised  # type: ignore[return-value]
 
     return decorate
 

@@ -236,13 +236,11 @@ class _ClusterMemo:
         "nodenames",
         "nodes",
         "selections",
-        "settings",
         "shared",
     )
 
-    def __init__(self, cluster: Cluster, settings: EngineSettings, shared: _SharedMemo) -> None:
+    def __init__(self, cluster: Cluster, shared: _SharedMemo) -> None:
         self.cluster = cluster
-        self.settings = settings
         self.shared = shared
         self.nodes = cluster.nodes
         self.control_planes = cluster.control_planes
@@ -271,8 +269,8 @@ def _memo_for(cluster: Cluster, settings: EngineSettings) -> _ClusterMemo:
     key = id(cluster)
     memo = _memos.pop(key, None)
     # The memo pins its cluster, so an id in the table is that object's.
-    if memo is None or not (memo.settings is settings or memo.settings == settings):
-        memo = _ClusterMemo(cluster, settings, _shared_for(cluster, settings))
+    if memo is None or not _same(memo.shared.settings, settings):
+        memo = _ClusterMemo(cluster, _shared_for(cluster, settings))
     _memos[key] = memo
     trim(_memos, _MEMO_SIZE)
     return memo
@@ -283,15 +281,15 @@ def _shared_for(cluster: Cluster, settings: EngineSettings) -> _SharedMemo:
     rest = tuple(getattr(cluster, f) for f in _CLUSTER_FIELDS)
     shared = _shared.pop(nodes, None)
     # Unchanged fields are usually the very same objects: comparing is cheap.
-    if (
-        shared is None
-        or shared.rest != rest
-        or not (shared.settings is settings or shared.settings == settings)
-    ):
+    if shared is None or shared.rest != rest or not _same(shared.settings, settings):
         shared = _SharedMemo(cluster, settings, rest)
     _shared[nodes] = shared
     trim(_shared, _MEMO_SIZE)
     return shared
+
+
+def _same(a: EngineSettings, b: EngineSettings) -> bool:
+    return a is b or a == b
 
 
 def clear_caches() -> None:

@@ -795,13 +795,9 @@ def corefile(domain: str, upstreams: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@memo.by_value()
 def cluster_dns_configmap(domain: str, upstreams: Sequence[str]) -> ConfigMap:
     """ConfigMap ``kube-system/cluster-dns`` (key ``Corefile``)."""
-    return _cluster_dns_configmap(domain, tuple(upstreams))
-
-
-@memo.by_value()
-def _cluster_dns_configmap(domain: str, upstreams: tuple[str, ...]) -> ConfigMap:
     return ConfigMap(
         name=CLUSTER_DNS_NAME,
         namespace=KUBE_SYSTEM,
@@ -888,13 +884,9 @@ def unbound_conf(domain: str, cluster_dns_ip: str, upstreams: Sequence[str]) -> 
     return "\n".join(lines) + "\n"
 
 
+@memo.by_value()
 def node_dns_configmap(domain: str, cluster_dns_ip: str, upstreams: Sequence[str]) -> ConfigMap:
     """ConfigMap ``kube-system/node-dns`` (key ``unbound.conf``)."""
-    return _node_dns_configmap(domain, cluster_dns_ip, tuple(upstreams))
-
-
-@memo.by_value()
-def _node_dns_configmap(domain: str, cluster_dns_ip: str, upstreams: tuple[str, ...]) -> ConfigMap:
     return ConfigMap(
         name=NODE_DNS_NAME,
         namespace=KUBE_SYSTEM,
@@ -920,23 +912,12 @@ def _split(
     return ready_ips, _unique_sorted(ip for ip in not_ready if ip not in chosen)
 
 
+@memo.by_value()
 def _endpoints(
     namespace: str,
     name: str,
-    ready: Iterable[str],
-    not_ready: Iterable[str],
-    port_name: str,
-    port: int,
-) -> Endpoints:
-    return _endpoints_of(namespace, name, tuple(ready), tuple(not_ready), port_name, port)
-
-
-@memo.by_value()
-def _endpoints_of(
-    namespace: str,
-    name: str,
-    ready: tuple[str, ...],
-    not_ready: tuple[str, ...],
+    ready: Sequence[str],
+    not_ready: Sequence[str],
     port_name: str,
     port: int,
 ) -> Endpoints:
@@ -955,27 +936,13 @@ def _endpoints_of(
     )
 
 
+@memo.by_value()
 def _endpoint_slice(
     namespace: str,
     name: str,
     service_name: str,
-    ready: Iterable[str],
-    not_ready: Iterable[str],
-    port_name: str,
-    port: int,
-) -> EndpointSlice:
-    return _endpoint_slice_of(
-        namespace, name, service_name, tuple(ready), tuple(not_ready), port_name, port
-    )
-
-
-@memo.by_value()
-def _endpoint_slice_of(
-    namespace: str,
-    name: str,
-    service_name: str,
-    ready: tuple[str, ...],
-    not_ready: tuple[str, ...],
+    ready: Sequence[str],
+    not_ready: Sequence[str],
     port_name: str,
     port: int,
 ) -> EndpointSlice:
@@ -1036,7 +1003,13 @@ def etcd_endpoints(ready: Sequence[str], not_ready: Sequence[str] = ()) -> Endpo
 def etcd_endpoint_slice(ready: Sequence[str], not_ready: Sequence[str] = ()) -> EndpointSlice:
     """EndpointSlice ``kube-system/cke-etcd`` for Service ``cke-etcd``."""
     return _endpoint_slice(
-        KUBE_SYSTEM, ETCD_SERVICE_NAME, ETCD_SERVICE_NAME, ready, not_ready, "", ETCD_PORT
+        KUBE_SYSTEM,
+        ETCD_SERVICE_NAME,
+        ETCD_SERVICE_NAME,
+        ready,
+        not_ready,
+        "",
+        ETCD_PORT,
     )
 
 
