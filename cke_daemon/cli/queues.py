@@ -66,6 +66,30 @@ def _enable(change: Callable[[EventLog, bool], bool], enabled: bool, name: str) 
     click.echo(f"{name} {state}" if changed else f"{name} was already {state}", err=True)
 
 
+def _print_enabled(enabled: Callable[[EventLog], bool]) -> None:
+    with open_log() as log:
+        answer = enabled(log)
+    click.echo("true" if answer else "false")
+
+
+def _change_all(change: Callable[[EventLog], Sequence[int]], what: str) -> None:
+    """A verb that changes every entry it applies to, and says which."""
+    with open_log(create=True) as log:
+        indices = change(log)
+    _said(what, indices)
+
+
+def _change_one(change: Callable[[EventLog, int], bool], index: str, queue: str, done: str) -> None:
+    """A verb on entry INDEX; says so when it was already done (as CKE, no error)."""
+    number = _index(index)
+    with open_log(create=True) as log:
+        changed = change(log, number)
+    if changed:
+        _said(f"{queue}: {done}", [number])
+    else:
+        click.echo(f"{queue}: entry {number} was already {done}", err=True)
+
+
 # ---------------------------------------------------------------------------
 # reboot-queue
 # ---------------------------------------------------------------------------
@@ -79,7 +103,7 @@ def reboot_queue() -> None:
 @reboot_queue.command("enable")
 def reboot_queue_enable() -> None:
     """Enable processing of the reboot queue."""
-    _enable(lambda log, on: log.reboot_queue_enable(on), True, "reboot queue")
+    _enable(EventLog.reboot_queue_enable, True, "reboot queue")
 
 
 @reboot_queue.command("disable")
@@ -89,15 +113,13 @@ def reboot_queue_disable() -> None:
     No new drains start; nodes are uncordoned. Cancellations and dequeues
     still run.
     """
-    _enable(lambda log, on: log.reboot_queue_enable(on), False, "reboot queue")
+    _enable(EventLog.reboot_queue_enable, False, "reboot queue")
 
 
 @reboot_queue.command("is-enabled")
 def reboot_queue_is_enabled() -> None:
     """Print true if the reboot queue is enabled, false if not."""
-    with open_log() as log:
-        enabled = log.reboot_queue_is_enabled()
-    click.echo("true" if enabled else "false")
+    _print_enabled(EventLog.reboot_queue_is_enabled)
 
 
 @reboot_queue.command("add")
@@ -144,29 +166,19 @@ def reboot_queue_list(output: str) -> None:
 @click.argument("index", metavar="INDEX")
 def reboot_queue_cancel(index: str) -> None:
     """Cancel the reboot queue entry INDEX."""
-    number = _index(index)
-    with open_log(create=True) as log:
-        changed = log.reboot_queue_cancel(number)
-    if changed:
-        _said("reboot queue: cancelled", [number])
-    else:
-        click.echo(f"reboot queue: entry {number} was already cancelled", err=True)
+    _change_one(EventLog.reboot_queue_cancel, index, "reboot queue", "cancelled")
 
 
 @reboot_queue.command("cancel-all")
 def reboot_queue_cancel_all() -> None:
     """Cancel every entry of the reboot queue."""
-    with open_log(create=True) as log:
-        indices = log.reboot_queue_cancel_all()
-    _said("reboot queue: cancelled", indices)
+    _change_all(EventLog.reboot_queue_cancel_all, "reboot queue: cancelled")
 
 
 @reboot_queue.command("reset-backoff")
 def reboot_queue_reset_backoff() -> None:
     """Reset drain_backoff_count and drain_backoff_expire of every entry."""
-    with open_log(create=True) as log:
-        indices = log.reboot_queue_reset_backoff()
-    _said("reboot queue: reset the drain backoff of", indices)
+    _change_all(EventLog.reboot_queue_reset_backoff, "reboot queue: reset the drain backoff of")
 
 
 def _go_time(value: datetime.datetime) -> str:
@@ -230,7 +242,7 @@ def repair_queue() -> None:
 @repair_queue.command("enable")
 def repair_queue_enable() -> None:
     """Enable processing of the repair queue."""
-    _enable(lambda log, on: log.repair_queue_enable(on), True, "repair queue")
+    _enable(EventLog.repair_queue_enable, True, "repair queue")
 
 
 @repair_queue.command("disable")
@@ -240,15 +252,13 @@ def repair_queue_disable() -> None:
     No new drains or repair commands start; health checks, finishing and
     dequeueing continue.
     """
-    _enable(lambda log, on: log.repair_queue_enable(on), False, "repair queue")
+    _enable(EventLog.repair_queue_enable, False, "repair queue")
 
 
 @repair_queue.command("is-enabled")
 def repair_queue_is_enabled() -> None:
     """Print true if the repair queue is enabled, false if not."""
-    with open_log() as log:
-        enabled = log.repair_queue_is_enabled()
-    click.echo("true" if enabled else "false")
+    _print_enabled(EventLog.repair_queue_is_enabled)
 
 
 @repair_queue.command("add")
@@ -286,37 +296,25 @@ def repair_queue_delete(index: str) -> None:
     The entry is marked deleted; the engine dequeues it (and stops a repair
     in progress).
     """
-    number = _index(index)
-    with open_log(create=True) as log:
-        changed = log.repair_queue_delete(number)
-    if changed:
-        _said("repair queue: deleted", [number])
-    else:
-        click.echo(f"repair queue: entry {number} was already deleted", err=True)
+    _change_one(EventLog.repair_queue_delete, index, "repair queue", "deleted")
 
 
 @repair_queue.command("delete-finished")
 def repair_queue_delete_finished() -> None:
     """Delete every finished (succeeded or failed) entry."""
-    with open_log(create=True) as log:
-        indices = log.repair_queue_delete_finished()
-    _said("repair queue: deleted", indices)
+    _change_all(EventLog.repair_queue_delete_finished, "repair queue: deleted")
 
 
 @repair_queue.command("delete-unfinished")
 def repair_queue_delete_unfinished() -> None:
     """Delete every unfinished (queued or processing) entry."""
-    with open_log(create=True) as log:
-        indices = log.repair_queue_delete_unfinished()
-    _said("repair queue: deleted", indices)
+    _change_all(EventLog.repair_queue_delete_unfinished, "repair queue: deleted")
 
 
 @repair_queue.command("reset-backoff")
 def repair_queue_reset_backoff() -> None:
     """Reset drain_backoff_count and drain_backoff_expire of every entry."""
-    with open_log(create=True) as log:
-        indices = log.repair_queue_reset_backoff()
-    _said("repair queue: reset the drain backoff of", indices)
+    _change_all(EventLog.repair_queue_reset_backoff, "repair queue: reset the drain backoff of")
 
 
 @repair_queue.command("wait")
