@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,13 +24,12 @@ from cke_adapters.eventlog import (
 )
 from cke_adapters.eventlog.simulated import initial_status, run_engine
 from cke_adapters.local_etcd import EtcdNotFoundError, LocalEtcd
+from ckecli_runner import inproc_cli
 from missing import component_missing
 
 from cke_core.phases import Phase
 from cke_core.testing import fixture_cluster
 from cke_core.timefmt import UTC
-from cke_daemon.cli import ckecli
-from cke_daemon.cli.errors import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -207,21 +205,14 @@ def test_ckecli_with_an_etcd_store(
 ) -> None:
     converge(open_event_log(url)).close()
 
-    def cli(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["ckecli", "--store", url, *args])
-        capsys.readouterr()
-        code = run_cli(ckecli)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    code, out, _ = cli("history", "-n", "1", "-o", "json")
-    assert (code, json.loads(out)["id"]) == (0, "26")
-    assert cli("status")[1].startswith('{"phase":"completed"')
-    assert cli("plan")[0] == 0
-    assert cli("replay")[0] == 0
-    code, out, _ = cli("events", "export")
-    assert code == 0
-    assert out.splitlines()[0] == '{"format":"cke-py/event-log","version":1}'
+    cli = inproc_cli(monkeypatch, capsys, prefix=("--store", url))
+    result = cli("history", "-n", "1", "-o", "json")
+    assert (result.code, json.loads(result.out)["id"]) == (0, "26")
+    assert cli("status").out.startswith('{"phase":"completed"')
+    assert cli("plan").code == 0
+    assert cli("replay").code == 0
+    result = cli("events", "export")
+    assert result.code == 0
+    assert result.out.splitlines()[0] == '{"format":"cke-py/event-log","version":1}'
     monkeypatch.setenv("CKE_EVENT_LOG", url)
-    monkeypatch.setattr(sys, "argv", ["ckecli", "status"])
-    assert run_cli(ckecli) == 0
+    assert inproc_cli(monkeypatch, capsys)("status").code == 0

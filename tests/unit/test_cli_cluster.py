@@ -8,7 +8,6 @@ faster and goes through the same error handling as ``main()``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -17,65 +16,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import yaml
-
-from cke_daemon.cli import ckecli as ckecli_group
-from cke_daemon.cli.errors import run_cli
+from ckecli_runner import Cli, Result, inproc_cli, installed_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-CKECLI = Path(sys.executable).with_name("ckecli")
 CLUSTER_EXAMPLES = ["cluster.yml", "cluster-minimal.yml", "cluster.json"]
 
 
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-
-def ckecli(*args: str | Path, stdin: str | bytes = b"") -> Result:
-    """Run the installed ``ckecli`` as an operator would."""
-    env = {k: v for k, v in os.environ.items() if k != "CKE_DEBUG"}
-    data = stdin.encode() if isinstance(stdin, str) else stdin
-    proc = subprocess.run(
-        [str(CKECLI), *map(str, args)],
-        input=data,
-        capture_output=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    return Result(
-        proc.returncode,
-        proc.stdout.decode("utf-8", "replace"),
-        proc.stderr.decode("utf-8", "replace"),
-    )
-
-
-Inproc = Callable[..., Result]
+#: Run the installed ``ckecli`` as an operator would.
+ckecli = installed_cli
+Inproc = Cli
 
 
 @pytest.fixture
 def inproc(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Inproc:
     """Run ``ckecli`` through ``run_cli`` (what ``main()`` does) inside this process."""
-
-    def run(*args: str | Path, stdin: str = "") -> Result:
-        monkeypatch.setattr(sys, "argv", ["ckecli", *map(str, args)])
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        code = run_cli(ckecli_group)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
+    return inproc_cli(monkeypatch, capsys)
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -432,7 +390,6 @@ def test_cluster_and_constraints_problems_together(inproc: Inproc, tmp_path: Pat
 
 
 def test_non_utf8_standard_input_is_a_one_line_error() -> None:
-    import subprocess
 
     ckecli = str(Path(sys.executable).with_name("ckecli"))
     result = subprocess.run(

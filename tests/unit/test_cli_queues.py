@@ -12,33 +12,20 @@ import datetime
 import io
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
 import pytest
 from cke_adapters.eventlog import EventLog, open_event_log
+from ckecli_runner import CKECLI, Cli, inproc_cli
 
 from cke_core.queues import RebootQueueEntry, RebootStatus, RepairStatus
 from cke_core.testing import FIXTURE_REPAIR, fixture_cluster
 from cke_core.timefmt import UTC
-from cke_daemon.cli import ckecli
-from cke_daemon.cli.errors import run_cli
 from cke_daemon.cli.queues import simple_table
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-CKECLI = Path(sys.executable).with_name("ckecli")
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
 
 
 @pytest.fixture
@@ -55,17 +42,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     monkeypatch.setenv("CKE_EVENT_LOG", str(db))
-
-    def run(*args: str | Path, stdin: str = "") -> Result:
-        monkeypatch.setattr(sys, "argv", ["ckecli", *map(str, args)])
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
-        capsys.readouterr()
-        code = run_cli(ckecli)
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return Result(code, out, err)
-
-    return run
+    return inproc_cli(monkeypatch, capsys)
 
 
 @pytest.fixture

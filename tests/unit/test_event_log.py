@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 import sqlite3
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from cke_adapters.eventlog.jsonl import FORMAT, encode_line
 from cke_adapters.eventlog.replaying import ConfigurationFolder, StatusRebuilder, rederive
 from cke_adapters.eventlog.simulated import initial_status, run_engine
 from cke_adapters.eventlog.store import StoreURLError
+from ckecli_runner import Cli, inproc_cli
 from eventsourcing.persistence import IntegrityError
 
 from cke_core import strategy
@@ -50,8 +50,6 @@ from cke_core.queues import RepairStatus
 from cke_core.strategy import Decision
 from cke_core.testing import FIXTURE_REPAIR, fixture_cluster
 from cke_core.timefmt import UTC
-from cke_daemon.cli import ckecli
-from cke_daemon.cli.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -802,32 +800,10 @@ def test_import_version_conflict_changes_nothing(log: EventLog, db: Path) -> Non
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Callable[..., Result]:
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     monkeypatch.delenv("CKE_EVENT_LOG", raising=False)
-
-    def run(*args: str | Path, stdin: str = "") -> Result:
-        monkeypatch.setattr(sys, "argv", ["ckecli", *map(str, args)])
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
-        capsys.readouterr()
-        code = run_cli(ckecli)
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return Result(code, out, err)
-
-    return run
-
-
-Cli = Callable[..., Result]
+    return inproc_cli(monkeypatch, capsys)
 
 
 def test_cli_history_table_and_json(cli: Cli, db: Path) -> None:
