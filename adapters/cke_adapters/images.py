@@ -508,16 +508,13 @@ def _default_rivers_source() -> Path:
 
 def _rivers_stdlib(python: Path, stdlib: Path, rivers: Path) -> dict[str, Path]:
     """The standard-library files rivers needs, image path -> host file."""
-    proc = subprocess.run(
-        [str(python), "-I", "-c", _PYTHON_PROBE, str(rivers), ",".join(_RIVERS_EXCLUDES)],
-        capture_output=True,
-        text=True,
-        check=False,
+    found = json.loads(
+        _image_python(
+            python,
+            [_PYTHON_PROBE, str(rivers), ",".join(_RIVERS_EXCLUDES)],
+            f"scanning the imports of {rivers}",
+        )
     )
-    if proc.returncode != 0:
-        detail = " ".join(proc.stderr.split())[-300:]
-        raise ImageError(f"scanning the imports of {rivers} failed: {detail}")
-    found = json.loads(proc.stdout)
     if found["missing"]:
         raise ImageError(
             f"{rivers} imports {', '.join(found['missing'])}: not available in the tools image "
@@ -543,18 +540,27 @@ def _bytecode(python: Path, sources: Mapping[str, Path]) -> dict[str, bytes]:
     compiled by the image's interpreter: image path of each ``.pyc`` -> content."""
     with tempfile.TemporaryDirectory(prefix="cke-lab-pyc-") as out:
         pairs = [[image, str(host)] for image, host in sources.items()]
-        proc = subprocess.run(
-            [str(python), "-I", "-c", _PYTHON_COMPILE, out],
-            input=json.dumps(pairs),
-            capture_output=True,
-            text=True,
-            check=False,
+        _image_python(
+            python, [_PYTHON_COMPILE, out], "byte-compiling the tools image", json.dumps(pairs)
         )
-        if proc.returncode != 0:
-            detail = " ".join(proc.stderr.split())[-300:]
-            raise ImageError(f"byte-compiling the tools image failed: {detail}")
         root = Path(out)
         return {"/" + str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*.pyc")}
+
+
+def _image_python(python: Path, script: list[str], what: str, stdin: str = "") -> str:
+    """The standard output of ``python -I -c SCRIPT ARGS...`` (the image's
+    interpreter); ``ImageError`` naming ``what`` with the end of its stderr."""
+    proc = subprocess.run(
+        [str(python), "-I", "-c", *script],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        detail = " ".join(proc.stderr.split())[-300:]
+        raise ImageError(f"{what} failed: {detail}")
+    return proc.stdout
 
 
 def _stat_input(path: Path) -> list[object]:
