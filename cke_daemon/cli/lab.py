@@ -11,79 +11,21 @@ arguments (exit 2).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-from cke_adapters.images import DEFAULT_IMAGE_CACHE, KUBERNETES_BINARIES, ImageError
+from cke_adapters.images import DEFAULT_IMAGE_CACHE, KUBERNETES_BINARIES
 from cke_adapters.lab.manage import (
     CLUSTER_FILE,
-    DEFAULT_LAB_DIR,
     DEFAULT_LAB_NAME,
     lab_down,
     lab_status,
     lab_up,
 )
-from cke_adapters.lab.netns import LabError
-from cke_adapters.oneline import error_line
-from cke_adapters.ssh import SSHError
 
 from cke_daemon import rivers
-from cke_daemon.cli.errors import EXIT_INVALID, EXIT_USAGE
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-ROOT_REQUIRED = "must run as root (network namespaces, sshd, podman)"
-
-
-class LabCommandError(click.ClickException):
-    """A lab failure: ``ckecli lab: <message>`` on one line, exit 1."""
-
-    exit_code = EXIT_INVALID
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"ckecli lab: {self.format_message()}", err=True)
-
-
-class LabUsageError(click.ClickException):
-    """Bad arguments: ``ckecli lab[ CMD]: <message>`` on one line, exit 2."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self, command: str, message: str) -> None:
-        super().__init__(message)
-        self.command = command
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"{self.command}: {self.format_message()}", err=True)
-
-
-def _lab_errors(function: F) -> F:
-    """Root check first, then every expected failure as one line."""
-
-    @wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if os.geteuid() != 0:
-            raise LabCommandError(ROOT_REQUIRED)
-        try:
-            return function(*args, **kwargs)
-        except (LabError, ImageError, SSHError, OSError) as exc:
-            raise LabCommandError(error_line(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-_DIR_OPTION = click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_LAB_DIR,
-    show_default=True,
-    help="The lab's directory: SSH key, known_hosts, cluster.yml, lab.json, node files.",
-)
+from cke_daemon.cli import lab_run
+from cke_daemon.cli.lab_common import DIR_OPTION, LabUsageError, lab_errors
 
 
 @click.group()
@@ -106,7 +48,7 @@ def lab() -> None:
     show_default=True,
     help="How many of the nodes (the first ones) are control planes in cluster.yml.",
 )
-@_DIR_OPTION
+@DIR_OPTION
 @click.option(
     "--k8s-bin",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -134,7 +76,7 @@ def lab() -> None:
     show_default=True,
     help="Where built image tarballs are kept between runs (down keeps them).",
 )
-@_lab_errors
+@lab_errors
 def up(
     nodes: int,
     control_planes: int,
@@ -190,8 +132,8 @@ def up(
 
 
 @lab.command(short_help="Show each node: address, role, sshd, running containers.")
-@_DIR_OPTION
-@_lab_errors
+@DIR_OPTION
+@lab_errors
 def status(directory: Path) -> None:
     """Each node of the lab in DIR: address, role, whether its sshd is up,
     and the containers running on it (podman ps over SSH)."""
@@ -212,8 +154,8 @@ def status(directory: Path) -> None:
 
 
 @lab.command(short_help="Remove the lab and everything up made (keeps the image cache).")
-@_DIR_OPTION
-@_lab_errors
+@DIR_OPTION
+@lab_errors
 def down(directory: Path) -> None:
     """Remove the lab in DIR: its containers, namespaces and every process in
     them, veths, bridge, node storage and DIR itself. Idempotent; also cleans
@@ -234,6 +176,4 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-from cke_daemon.cli.lab_run import run as _run_command  # noqa: E402 - needs LabCommandError
-
-lab.add_command(_run_command)
+lab.add_command(lab_run.run)

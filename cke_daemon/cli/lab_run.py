@@ -9,7 +9,6 @@ lab's event log (``<lab>/events.db`` unless ``--store`` names another), so
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,13 +17,13 @@ from typing import Any
 import click
 from cke_adapters.eventlog.errors import EventLogError
 from cke_adapters.lab.info import LabInfoError, load_lab
-from cke_adapters.lab.manage import DEFAULT_LAB_DIR
 from cke_adapters.oneline import error_line
 from cke_adapters.pki import PKIError
 from cke_adapters.service import RunUntilTimeout
 
 from cke_core.phases import Phase
 from cke_core.problems import ConfigError
+from cke_daemon.cli.lab_common import DIR_OPTION, LabCommandError, lab_errors
 from cke_daemon.wiring import lab_engine
 
 PHASES = tuple(str(p) for p in Phase)
@@ -66,14 +65,7 @@ class ProgressPrinter:
 
 
 @click.command(name="run", short_help="Run the engine on the lab until a phase is reached.")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_LAB_DIR,
-    show_default=True,
-    help="The lab's directory (made by `ckecli lab up`).",
-)
+@DIR_OPTION
 @click.option(
     "--until",
     "goal",
@@ -95,6 +87,7 @@ class ProgressPrinter:
     help="Event log URL (default: sqlite:///<dir>/events.db).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final line.")
+@lab_errors
 def run(directory: Path, goal: str, timeout: float, store: str | None, quiet: bool) -> None:
     """Run the engine on the lab in DIR: observe the nodes over SSH, decide,
     run the operations, record everything in the event log; repeat until a
@@ -103,10 +96,6 @@ def run(directory: Path, goal: str, timeout: float, store: str | None, quiet: bo
     The lab's cluster.yml is stored in the event log first (a changed file is a
     new configuration version). Root only, as the lab is.
     """
-    from cke_daemon.cli.lab import ROOT_REQUIRED, LabCommandError  # lab.py registers this
-
-    if os.geteuid() != 0:
-        raise LabCommandError(ROOT_REQUIRED)
     printer = ProgressPrinter()
     started = time.monotonic()
 
