@@ -219,10 +219,8 @@ class _Structurer:
             except Exception:
                 raise _Fallback from None
         self._visits += 1
-        entry = self._seen.get(id(sub))
-        if entry is not None and entry[0] is sub and entry[1] == cls:
-            self.reused += 1
-            entry[3] = self._generation
+        entry = self._reuse(sub, cls)
+        if entry is not None:
             value, memo, key = entry[2], entry[4], entry[5]
             if memo is not None:
                 memo.pop(key, None)
@@ -255,15 +253,21 @@ class _Structurer:
             return entry
         return None
 
+    def _reuse(self, sub: Any, kind: Any) -> list[Any] | None:
+        """``_remembered``, counted and marked as used by this document."""
+        entry = self._remembered(sub, kind)
+        if entry is not None:
+            self.reused += 1
+            entry[3] = self._generation
+        return entry
+
     def items(self, sub: list[Any], cls: Any) -> tuple[Any, ...]:
         """A list of ``cls`` documents as a tuple of values, each through
         ``part``; the same list object gives the same tuple."""
         self._visits += 1
-        entry = self._seen.get(id(sub))
         kind = (tuple, cls)
-        if entry is not None and entry[0] is sub and entry[1] == kind:
-            self.reused += 1
-            entry[3] = self._generation
+        entry = self._reuse(sub, kind)
+        if entry is not None:
             value: tuple[Any, ...] = entry[2]
             return value
         value = tuple([self.part(item, cls) for item in sub])
@@ -277,11 +281,9 @@ class _Structurer:
         through ``part``; the same object gives the same mapping. An item that
         is the very same document as in ``previous`` keeps its value."""
         self._visits += 1
-        entry = self._seen.get(id(sub))
         kind = (FrozenDict, cls)
-        if entry is not None and entry[0] is sub and entry[1] == kind:
-            self.reused += 1
-            entry[3] = self._generation
+        entry = self._reuse(sub, kind)
+        if entry is not None:
             value: FrozenDict[str, Any] = entry[2]
             return value
         before = self._remembered(previous, kind)
