@@ -71,7 +71,10 @@ def by_value(size: int = DEFAULT_SIZE) -> Callable[[Callable[P, R]], Callable[P,
 
         @functools.wraps(fn)
         def memoised(*args: Any) -> R:
-            return cached(*(tuple(a) if type(a) is list else a for a in args))
+            for arg in args:
+                if type(arg) is list:
+                    return cached(*[tuple(a) if type(a) is list else a for a in args])
+            return cached(*args)
 
         return memoised  # type: ignore[return-value]
 
